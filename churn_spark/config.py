@@ -1,0 +1,279 @@
+"""Typed configuration: one validated object built from YAML profiles and ``--set`` overrides.
+
+Every job reads the same :class:`Config`. Files are merged in order (``conf/default.yaml`` first, then each
+``--config FILE``), then ``--set a.b=value`` overrides are applied. Every leaf remembers which file set it, so a bad
+key, a wrong type or a path outside the allowed roots is reported as ``key 'a.b' in FILE: ...``.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = REPO_ROOT / "conf" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always naming the key and the file it came from."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkConf(_Strict):
+    master: Optional[str] = "local[*]"  # ignored when spark-submit already set spark.master
+    app_name: str = "churn-spark"
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    bind_localhost: bool = True  # local mode only: bind driver/UI to 127.0.0.1
+    enable_hive: bool = True  # local catalog (embedded Derby under work_dir) for BI tables and views
+    conf: Dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return {str(k): str(x).lower() if isinstance(x, bool) else str(x) for k, x in (v or {}).items()}
+
+
+Channel = Literal["orders", "events", "reviews", "users"]
+
+
+class SourceConf(_Strict):
+    """One lake table. ``path`` or ``table`` (a catalog name) locates it; ``columns`` maps canonical -> source."""
+
+    path: Optional[str] = None
+    table: Optional[str] = None
+    format: Literal["delta", "parquet", "csv"] = "delta"
+    columns: Dict[str, str] = Field(default_factory=dict)
+    timestamp_format: Optional[str] = None  # Spark datetime pattern for string timestamps; None = ISO-8601
+    timezone: str = "UTC"  # zone of naive timestamps in this source
+    csv_options: Dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _located(self) -> "SourceConf":
+        if not self.path and not self.table:
+            raise ValueError("a source needs 'path' or 'table'")
+        return self
+
+
+class ValidationConf(_Strict):
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    event_types: List[str] = Field(default_factory=lambda: ["view", "cart", "favorite", "search"])
+
+
+class SequenceConf(_Strict):
+    n_buckets: int = Field(26, ge=1, le=520)
+    bucket_days: int = Field(7, ge=1, le=366)
+    eligibility_lookback_days: Optional[int] = Field(None, ge=1)  # default: n_buckets * bucket_days
+
+
+class SnapshotConf(_Strict):
+    horizon_days: int = Field(30, ge=1)
+    step_days: int = Field(28, ge=1)
+    n_labelled: int = Field(6, ge=3)  # test = latest, validation = next, train = the rest
+    churn_definition: Literal["no_order", "no_activity"] = "no_order"
+
+
+class TrainingConf(_Strict):
+    num_proc: int = Field(2, ge=1)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_epochs: int = Field(1, ge=0)
+    patience: int = Field(3, ge=1)
+    conv_filters: int = Field(32, ge=1)
+    conv_kernel: int = Field(3, ge=1)
+    conv_blocks: int = Field(2, ge=1)
+    rnn: Literal["gru", "lstm"] = "gru"
+    rnn_units: int = Field(32, ge=1)
+    dense_units: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    class_weight: bool = True
+    seed: int = 7
+    timeout_s: int = Field(1800, ge=10)  # Horovod start/finish bound: a lost rank fails the job, never hangs it
+    gbt_max_iter: int = Field(40, ge=1)
+    gbt_max_depth: int = Field(4, ge=1)
+    calibration: Literal["isotonic", "platt"] = "isotonic"
+    max_eval_rows: int = Field(2_000_000, ge=100)  # cap on (probability, label) pairs brought to the driver
+
+
+class RegistryConf(_Strict):
+    tracking_uri: Optional[str] = None  # default: sqlite:///<work_dir>/mlflow/mlflow.db
+    experiment: str = "churn-spark"
+    model_name: str = "churn-spark-cnn-rnn"
+    gate_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "pr_auc"
+    gate_margin: float = 0.0
+
+
+class ScoringConf(_Strict):
+    batch_size: int = Field(4096, ge=1)  # Arrow batch size for the pandas UDF
+    tiers: Dict[str, float] = Field(default_factory=lambda: {"high": 0.5, "medium": 0.25})
+    reasons: bool = True
+    catalog_table: Optional[str] = "churn.churn_risk"
+    max_retries: int = Field(5, ge=0)
+
+
+class ReportConf(_Strict):
+    psi_threshold: float = 0.2
+    top_n: int = 25
+
+
+class Config(_Strict):
+    work_dir: str = "work"
+    lake_root: Optional[str] = None  # default: <work_dir>/lake
+    clock: Optional[dt.date] = None  # "today" for future-timestamp checks; default: the run date
+    spark: SparkConf = Field(default_factory=SparkConf)
+    sources: Dict[Channel, SourceConf] = Field(default_factory=dict)
+    validation: ValidationConf = Field(default_factory=ValidationConf)
+    sequence: SequenceConf = Field(default_factory=SequenceConf)
+    snapshots: SnapshotConf = Field(default_factory=SnapshotConf)
+    training: TrainingConf = Field(default_factory=TrainingConf)
+    registry: RegistryConf = Field(default_factory=RegistryConf)
+    scoring: ScoringConf = Field(default_factory=ScoringConf)
+    report: ReportConf = Field(default_factory=ReportConf)
+    _origin: Dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin_of(self, *key: str) -> str:
+        """The file (or ``--set``) that set a key, for error messages."""
+        return _find_origin(self._origin, key)
+
+    @model_validator(mode="after")
+    def _orders_required(self) -> "Config":
+        if "orders" not in self.sources:
+            raise ValueError("an 'orders' source is required (sources.orders)")
+        return self
+
+    # ---- derived locations (all under work_dir) -------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return str(Path(self.work_dir, *parts))
+
+    @property
+    def lake_dir(self) -> str:
+        return self.lake_root or self.path("lake")
+
+    @property
+    def features_path(self) -> str:
+        return self.path("tables", "features")
+
+    @property
+    def quarantine_path(self) -> str:
+        return self.path("tables", "quarantine")
+
+    @property
+    def risk_table_path(self) -> str:
+        return self.path("tables", "churn_risk")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{Path(self.work_dir, 'mlflow', 'mlflow.db').resolve()}"
+
+    @property
+    def lookback_days(self) -> int:
+        return self.sequence.eligibility_lookback_days or self.sequence.n_buckets * self.sequence.bucket_days
+
+    def source_location(self, name: str) -> str:
+        src = self.sources[name]
+        if src.table:
+            return src.table
+        p = src.path.replace("${lake_root}", self.lake_dir).replace("${work_dir}", self.work_dir)
+        return p
+
+
+# ---------------------------------------------------------------------------------------------------
+def _deep_merge(base: dict, new: dict, origin: dict, src: str, prefix: str = "") -> None:
+    for k, v in new.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in ("columns", "conf", "csv_options", "tiers"):
+            _deep_merge(base[k], v, origin, src, key + ".")
+        else:
+            base[k] = copy.deepcopy(v)
+            origin[key] = src
+            if isinstance(v, dict):
+                for sub in v:
+                    origin[f"{key}.{sub}"] = src
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else None
+
+
+def _find_origin(origin: dict, loc: tuple) -> str:
+    parts = [str(p) for p in loc]
+    while parts:
+        k = ".".join(parts)
+        if k in origin:
+            return origin[k]
+        parts.pop()
+    return "(defaults)"
+
+
+def load_config(files: Optional[List[str]] = None, overrides: Optional[List[str]] = None,
+                include_default: bool = True) -> Config:
+    """Merge default.yaml, the given files and ``key=value`` overrides into a validated :class:`Config`."""
+    data: dict = {}
+    origin: dict = {}
+    paths = ([DEFAULT_FILE] if include_default else []) + [Path(f) for f in (files or [])]
+    for p in paths:
+        _deep_merge(data, _read_yaml(p), origin, str(p))
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        tree = {}
+        node = tree
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+        _deep_merge(data, tree, origin, f"--set {item}")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            where = _find_origin(origin, err["loc"])
+            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msgs.append(f"key '{key}' in {where}: {what}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs)) from None
+    cfg._origin = origin
+    _check_paths(cfg)
+    return cfg
+
+
+def _check_paths(cfg: Config) -> None:
+    """Source paths must stay under the lake root and must not climb out with '..'."""
+    lake = Path(os.path.abspath(cfg.lake_dir))
+    for name, src in cfg.sources.items():
+        if not src.path or "://" in src.path:
+            continue
+        p = Path(os.path.abspath(cfg.source_location(name)))
+        if ".." in Path(src.path).parts or not (p == lake or lake in p.parents):
+            raise ConfigError(f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
+                              f"{src.path!r} resolves to {p}, outside the lake root {lake}")
+
+
+def require_source_exists(cfg: Config, name: str) -> None:
+    """A missing source path is an error naming the key (checked when the source is read)."""
+    src = cfg.sources[name]
+    if src.path and "://" not in src.path and not Path(cfg.source_location(name)).exists():
+        raise ConfigError(f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
+                          f"{cfg.source_location(name)} does not exist")

@@ -1,0 +1,242 @@
+"""Lake ingest: read each configured source, map it onto canonical columns, validate, quarantine bad rows.
+
+Nothing is dropped silently. Every input row ends up in exactly one of: *used* (returned to the caller),
+*quarantined* (Delta ``quarantine`` table, with source, reason code, the raw row as JSON and the run id) or
+*deduplicated* (an exact copy of a row that is kept; the copy is also written to quarantine with reason
+``exact_duplicate``). :class:`IngestReport` holds the counts and checks ``rows_in = used + quarantined +
+deduplicated``. Above ``validation.max_bad_fraction`` the job stops before writing anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .config import Config, ConfigError, require_source_exists
+from .logs import LOG
+
+# canonical column -> (required, kind)
+CANONICAL = {
+    "orders": {"user_id": True, "ts": True, "amount": True, "n_items": False, "status": False, "order_id": False},
+    "events": {"user_id": True, "ts": True, "event_type": True},
+    "reviews": {"user_id": True, "ts": True, "rating": True},
+    "users": {"user_id": True, "ts": False, "country": False, "channel": False},
+}
+REASONS = ["malformed_row", "null_user_id", "null_ts", "unparseable_ts", "future_ts", "bad_amount",
+           "negative_amount", "bad_n_items", "unknown_event_type", "bad_rating", "exact_duplicate"]
+CORRUPT = "_corrupt_record"
+
+
+class BadInputError(RuntimeError):
+    """Too much bad input, or a source that cannot be read: the job stops before writing anything."""
+
+
+@dataclass
+class SourceCounts:
+    rows_in: int = 0
+    used: int = 0
+    deduplicated: int = 0
+    by_reason: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(v for k, v in self.by_reason.items() if k != "exact_duplicate")
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.used + self.quarantined + self.deduplicated
+
+
+@dataclass
+class IngestResult:
+    tables: Dict[str, DataFrame]
+    quarantine: Optional[DataFrame]
+    counts: Dict[str, SourceCounts]
+    lineage: Dict[str, dict]
+
+    def summary(self) -> dict:
+        return {n: {"rows_in": c.rows_in, "used": c.used, "quarantined": c.quarantined,
+                    "deduplicated": c.deduplicated, "by_reason": c.by_reason} for n, c in self.counts.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _delta_version(spark: SparkSession, location: str, is_table: bool) -> Optional[int]:
+    from delta.tables import DeltaTable
+
+    dt_ = DeltaTable.forName(spark, location) if is_table else DeltaTable.forPath(spark, location)
+    return int(dt_.history(1).select("version").first()[0])
+
+
+def read_source(spark: SparkSession, cfg: Config, name: str) -> tuple[DataFrame, dict]:
+    """The raw source as stored, plus its lineage (location, format, Delta version read)."""
+    src = cfg.sources[name]
+    loc = cfg.source_location(name)
+    lineage = {"location": loc, "format": src.format, "version": None}
+    if src.table:
+        if src.format == "delta":
+            lineage["version"] = _delta_version(spark, loc, True)
+        return spark.table(loc), lineage
+    require_source_exists(cfg, name)
+    try:
+        if src.format == "delta":
+            lineage["version"] = _delta_version(spark, loc, False)
+            return spark.read.format("delta").option("versionAsOf", lineage["version"]).load(loc), lineage
+        if src.format == "parquet":
+            return spark.read.parquet(loc), lineage
+        opts = {"header": "true", **src.csv_options}
+        header = spark.read.options(**opts).csv(loc).columns
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
+                              [T.StructField(CORRUPT, T.StringType())])
+        df = (spark.read.options(**opts).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+              .option("encoding", opts.get("encoding", "UTF-8")).schema(schema).csv(loc))
+        return df, lineage
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise BadInputError(f"source '{name}' ({src.format} at {loc}) cannot be read: {str(e).splitlines()[0]}") from e
+
+
+def _parse_ts(col: Column, dtype: T.DataType, fmt: Optional[str], tz: str) -> Column:
+    """Dates, timestamps or strings -> UTC timestamp. ``tz`` applies to naive values only."""
+    if isinstance(dtype, T.TimestampType):
+        return F.to_utc_timestamp(col, tz) if tz != "UTC" else col
+    if isinstance(dtype, (T.DateType, T.TimestampNTZType)):
+        ts = col.cast("timestamp")
+        return F.to_utc_timestamp(ts, tz) if tz != "UTC" else ts
+    if isinstance(dtype, T.StringType):
+        s = F.trim(col)
+        parsed = F.to_timestamp(s, fmt) if fmt else s.cast("timestamp")
+        if tz == "UTC":
+            return parsed
+        has_offset = s.rlike(r"(Z|[+-]\d\d:?\d\d)$")
+        return F.when(has_offset, parsed).otherwise(F.to_utc_timestamp(parsed, tz))
+    if isinstance(dtype, (T.LongType, T.IntegerType, T.DoubleType)):  # epoch seconds
+        return col.cast("double").cast("timestamp")
+    raise ConfigError(f"timestamp column of type {dtype.simpleString()} is not supported")
+
+
+def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> DataFrame:
+    """Canonical columns + ``_raw`` (JSON of the source row) + ``reason`` (null when the row is good)."""
+    src = cfg.sources[name]
+    spec = CANONICAL[name]
+    mapping = {canon: src.columns.get(canon, canon) for canon in spec}
+    present = set(raw.columns)
+    for canon, required in spec.items():
+        if required and mapping[canon] not in present:
+            raise BadInputError(
+                f"source '{name}' has no column '{mapping[canon]}' for '{canon}' (columns: {sorted(present - {CORRUPT})}); "
+                f"map it with key 'sources.{name}.columns.{canon}' in {cfg.origin_of('sources', name, 'columns')}")
+    fields = {f.name: f.dataType for f in raw.schema.fields}
+    data_cols = [c for c in raw.columns if c != CORRUPT]
+    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in data_cols]))
+    if CORRUPT in present:
+        raw_json = F.coalesce(F.col(CORRUPT), raw_json)
+    out = {"_raw": raw_json}
+    reasons: List[tuple[Column, str]] = []
+    if CORRUPT in present:
+        reasons.append((F.col(CORRUPT).isNotNull(), "malformed_row"))
+
+    uid = F.trim(F.col(mapping["user_id"]).cast("string"))
+    out["user_id"] = uid
+    reasons.append((uid.isNull() | (uid == ""), "null_user_id"))
+
+    ts_name = mapping.get("ts")
+    if ts_name in present:
+        ts = _parse_ts(F.col(ts_name), fields[ts_name], src.timestamp_format, src.timezone)
+        out["ts"] = ts
+        if spec["ts"]:
+            reasons.append((F.col(ts_name).isNull(), "null_ts"))
+        reasons.append((F.col(ts_name).isNotNull() & ts.isNull(), "unparseable_ts"))
+        reasons.append((ts >= F.lit(clock).cast("timestamp"), "future_ts"))
+    elif name == "users":
+        out["ts"] = F.lit(None).cast("timestamp")
+
+    if name == "orders":
+        amount = F.col(mapping["amount"]).cast("double")
+        out["amount"] = amount
+        reasons.append((F.col(mapping["amount"]).isNotNull() & amount.isNull(), "bad_amount"))
+        reasons.append((amount < 0, "negative_amount"))
+        if mapping["n_items"] in present:
+            items = F.col(mapping["n_items"]).cast("double")
+            reasons.append((F.col(mapping["n_items"]).isNotNull() & (items.isNull() | (items < 0)), "bad_n_items"))
+            out["n_items"] = F.coalesce(items, F.lit(1.0))
+        else:
+            out["n_items"] = F.lit(1.0)
+        out["amount"] = F.coalesce(amount, F.lit(0.0))
+        out["status"] = (F.lower(F.trim(F.col(mapping["status"]).cast("string"))) if mapping["status"] in present
+                         else F.lit("completed"))
+    elif name == "events":
+        et = F.lower(F.trim(F.col(mapping["event_type"]).cast("string")))
+        out["event_type"] = et
+        allowed = cfg.validation.event_types
+        reasons.append((et.isNull() | ~et.isin(*allowed), "unknown_event_type"))
+    elif name == "reviews":
+        rating = F.col(mapping["rating"]).cast("double")
+        out["rating"] = rating
+        reasons.append((rating.isNull() | (rating < 1) | (rating > 5), "bad_rating"))
+    elif name == "users":
+        for c in ("country", "channel"):
+            out[c] = (F.coalesce(F.col(mapping[c]).cast("string"), F.lit("unknown")) if mapping[c] in present
+                      else F.lit("unknown"))
+
+    reason = F.lit(None).cast("string")
+    for cond, code in reversed(reasons):  # first matching reason wins
+        reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(code)).otherwise(reason)
+    df = raw.select(*[c.alias(k) for k, c in out.items()], reason.alias("reason"))
+    # exact duplicates of a good row: keep the first copy, quarantine the others
+    w = Window.partitionBy("_raw").orderBy(F.lit(1))
+    df = df.withColumn("_copy", F.when(F.col("reason").isNull(), F.row_number().over(w)).otherwise(F.lit(1)))
+    df = df.withColumn("reason", F.when(F.col("_copy") > 1, F.lit("exact_duplicate")).otherwise(F.col("reason")))
+    return df.select(*out.keys(), "reason")
+
+
+def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> IngestResult:
+    """Read + validate every configured source. Raises :class:`BadInputError` above the bad-row threshold."""
+    from pyspark import StorageLevel
+
+    tables, quarantine, counts, lineage = {}, [], {}, {}
+    for name in cfg.sources:
+        raw, lineage[name] = read_source(spark, cfg, name)
+        annotated = canonicalize(raw, cfg, name, clock).persist(StorageLevel.MEMORY_AND_DISK)
+        stats = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+        c = SourceCounts(rows_in=sum(stats.values()), used=stats.pop(None, 0),
+                         deduplicated=stats.get("exact_duplicate", 0), by_reason=dict(sorted(stats.items())))
+        counts[name] = c
+        LOG.info("ingest %s: rows_in=%d used=%d quarantined=%d deduplicated=%d %s", name, c.rows_in, c.used,
+                 c.quarantined, c.deduplicated, c.by_reason)
+        if c.rows_in == 0 and name == "orders":
+            raise BadInputError(f"source 'orders' at {lineage[name]['location']} is empty")
+        frac = c.quarantined / c.rows_in if c.rows_in else 0.0
+        if frac > cfg.validation.max_bad_fraction:
+            examples = [r["_raw"] for r in annotated.where("reason IS NOT NULL AND reason != 'exact_duplicate'")
+                        .select("_raw").limit(3).collect()]
+            raise BadInputError(
+                f"source '{name}': {c.quarantined} of {c.rows_in} rows ({frac:.1%}) are bad, above "
+                f"validation.max_bad_fraction={cfg.validation.max_bad_fraction}; reasons {c.by_reason}; "
+                f"examples: {examples}. Nothing was written.")
+        tables[name] = annotated.where("reason IS NULL").drop("reason", "_raw")
+        quarantine.append(annotated.where("reason IS NOT NULL").select(
+            F.lit(name).alias("source"), "reason", F.col("_raw").alias("raw_row"), F.lit(run_id).alias("run_id"),
+            F.current_timestamp().alias("quarantined_at")))
+    q = quarantine[0]
+    for other in quarantine[1:]:
+        q = q.unionByName(other)
+    return IngestResult(tables=tables, quarantine=q, counts=counts, lineage=lineage)
+
+
+def write_quarantine(result: IngestResult, path: str, run_id: str) -> int:
+    """Append this run's quarantined rows (a rerun with the same run id replaces its own rows)."""
+    n = sum(c.quarantined + c.deduplicated for c in result.counts.values())
+    (result.quarantine.write.format("delta").mode("overwrite")
+     .option("replaceWhere", f"run_id = '{run_id}'").partitionBy("run_id").save(path))
+    return n
+
+
+def lineage_json(lineage: Dict[str, dict]) -> str:
+    return json.dumps(lineage, sort_keys=True, default=str)
+

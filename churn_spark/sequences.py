@@ -1,0 +1,154 @@
+"""Point-in-time behaviour sequences and labels, as pure DataFrame transforms (contract: ``feature_spec``).
+
+Plan: every source becomes daily per-user activity rows (one shuffle, by ``user_id``); the small snapshot table is
+broadcast-joined onto them; rows are aggregated per (user, snapshot, bucket) and then per (user, snapshot) — both
+aggregations reuse the ``user_id`` partitioning, so the whole build costs one shuffle of the activity plus the
+users join. Bucket ``-1`` collects older history (lifetime statistics), ``-2`` the label horizon after S.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Dict, List
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .feature_spec import (CATEGORICAL_STATIC, EVENT_CHANNEL, NUMERIC_STATIC, RETURN_STATUSES, channels_for,
+                           snapshot_plan)
+
+_DAILY_SUMS = ["orders", "spend", "items", "returns", "views", "carts", "favourites", "searches", "reviews",
+               "rating_sum", "any_order"]
+
+
+def _activity(tables: Dict[str, DataFrame]) -> DataFrame:
+    """Union of all sources as (user_id, day, channel values...) rows, one per input row."""
+    zero = {c: F.lit(0.0) for c in _DAILY_SUMS}
+    parts = []
+    o = tables["orders"]
+    purchase = ~F.coalesce(F.col("status"), F.lit("")).isin(*RETURN_STATUSES)
+    parts.append(o.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in {
+        **zero, "orders": purchase.cast("double"), "spend": F.when(purchase, F.col("amount")).otherwise(0.0),
+        "items": F.when(purchase, F.col("n_items")).otherwise(0.0), "returns": (~purchase).cast("double"),
+        "any_order": F.lit(1.0)}.items()]))
+    if "events" in tables:
+        e = tables["events"]
+        vals = {**zero, **{ch: (F.col("event_type") == et).cast("double") for et, ch in EVENT_CHANNEL.items()}}
+        parts.append(e.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in vals.items()]))
+    if "reviews" in tables:
+        r = tables["reviews"]
+        vals = {**zero, "reviews": F.lit(1.0), "rating_sum": F.col("rating").cast("double")}
+        parts.append(r.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in vals.items()]))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out
+
+
+def daily_activity(tables: Dict[str, DataFrame]) -> DataFrame:
+    """(user_id, day) -> channel sums; partitioned by user_id so later groupings need no further shuffle."""
+    return (_activity(tables).repartition("user_id")
+            .groupBy("user_id", "day").agg(*[F.sum(c).alias(c) for c in _DAILY_SUMS]))
+
+
+def snapshots_frame(spark: SparkSession, plan: Dict[dt.date, str], horizon_days: int, as_of: dt.date) -> DataFrame:
+    rows = [(s, split, s + dt.timedelta(days=horizon_days) <= as_of) for s, split in sorted(plan.items())]
+    return spark.createDataFrame(rows, "snapshot_date date, split string, labelled boolean")
+
+
+def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict[dt.date, str], *, n_buckets: int,
+                   bucket_days: int, lookback_days: int, horizon_days: int, as_of: dt.date,
+                   churn_definition: str = "no_order") -> DataFrame:
+    """Feature rows for every eligible (user, snapshot) of ``plan``; see ``feature_spec`` for the contract."""
+    T, B = n_buckets, bucket_days
+    channels = channels_for(list(tables))
+    snaps = snapshots_frame(spark, plan, horizon_days, as_of)
+    day, S = F.col("day"), F.col("snapshot_date")
+    k = F.datediff(S, day)
+    joined = (daily_activity(tables).join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
+              .withColumn("bucket", F.when(k <= 0, F.lit(-2))
+                          .when(k <= T * B, T - 1 - F.floor((k - 1) / B))
+                          .otherwise(F.lit(-1)).cast("int")))
+    # level 1: (user, snapshot, bucket)
+    in_lookback = (k >= 1) & (k <= lookback_days)
+    lvl1 = joined.groupBy("user_id", "snapshot_date", "split", "labelled", "bucket").agg(
+        *[F.sum(c).alias(c) for c in _DAILY_SUMS],
+        F.count("*").alias("active_days"),
+        F.max(F.when(F.col("orders") > 0, day)).alias("last_purchase_day"),
+        F.max(day).alias("last_active_day"),
+        F.min(F.when(F.col("any_order") > 0, day)).alias("first_order_day"),
+        F.max(F.when(in_lookback & (F.col("orders") > 0), F.lit(1)).otherwise(F.lit(0))).alias("eligible"),
+    )
+    channel_expr = {ch: F.col(ch) for ch in channels}
+    if "rating_mean" in channel_expr:
+        channel_expr["rating_mean"] = F.when(F.col("reviews") > 0, F.col("rating_sum") / F.col("reviews")).otherwise(0.0)
+    vec = F.array(*[channel_expr[ch].cast("double") for ch in channels])
+    past = F.col("bucket") >= -1
+    future = F.col("bucket") == -2
+    lvl2 = lvl1.groupBy("user_id", "snapshot_date", "split", "labelled").agg(
+        F.map_from_entries(F.collect_list(F.when(F.col("bucket") >= 0, F.struct("bucket", vec)))).alias("_m"),
+        F.max(F.when(past, F.col("eligible"))).alias("_eligible"),
+        F.sum(F.when(past, F.col("orders"))).alias("lifetime_orders"),
+        F.sum(F.when(past, F.col("spend"))).alias("lifetime_spend"),
+        F.max(F.when(past, F.col("last_purchase_day"))).alias("_last_purchase"),
+        F.max(F.when(past, F.col("last_active_day"))).alias("_last_active"),
+        F.min(F.when(past, F.col("first_order_day"))).alias("_first_order"),
+        F.sum(F.when(future, F.col("orders"))).alias("_future_orders"),
+        F.sum(F.when(future, F.col("active_days"))).alias("_future_active"),
+    ).where(F.col("_eligible") == 1)
+    zeros = F.array_repeat(F.lit(0.0), len(channels))
+    sequence = F.flatten(F.transform(F.sequence(F.lit(0), F.lit(T - 1)), lambda i: F.coalesce(F.col("_m")[i], zeros)))
+    churned = (F.coalesce(F.col("_future_orders"), F.lit(0.0)) == 0) if churn_definition == "no_order" else \
+        (F.coalesce(F.col("_future_active"), F.lit(0)) == 0)
+    out = lvl2.select(
+        "user_id", "snapshot_date", "split",
+        F.when(F.col("labelled"), churned.cast("double")).alias("label"),
+        sequence.alias("sequence"),
+        F.datediff(S, "_first_order").cast("double").alias("_tenure_orders"),
+        F.datediff(S, "_last_purchase").cast("double").alias("days_since_last_order"),
+        F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
+        F.coalesce("lifetime_orders", F.lit(0.0)).alias("lifetime_orders"),
+        F.coalesce("lifetime_spend", F.lit(0.0)).alias("lifetime_spend"),
+    ).withColumn("mean_order_value", F.when(F.col("lifetime_orders") > 0,
+                                            F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0))
+    out = _with_users(out, tables.get("users"))
+    return out.select("user_id", "snapshot_date", "split", "label", "sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC)
+
+
+def _with_users(features: DataFrame, users: DataFrame | None) -> DataFrame:
+    """Static user attributes; tenure from signup when known, else from the first order."""
+    if users is None:
+        return features.withColumn("tenure_days", F.col("_tenure_orders")) \
+            .withColumn("country", F.lit("unknown")).withColumn("channel", F.lit("unknown")).drop("_tenure_orders")
+    u = users.select("user_id", F.to_date("ts").alias("_signup"), "country", "channel").dropDuplicates(["user_id"])
+    j = features.join(u, "user_id", "left")
+    return j.select(
+        "*",
+        F.coalesce(F.datediff("snapshot_date", "_signup").cast("double"), F.col("_tenure_orders")).alias("tenure_days"),
+    ).drop("_signup", "_tenure_orders").withColumn("country", F.coalesce("country", F.lit("unknown"))) \
+        .withColumn("channel", F.coalesce("channel", F.lit("unknown")))
+
+
+def plan_for(cfg, run_date: dt.date) -> Dict[dt.date, str]:
+    s = cfg.snapshots
+    return snapshot_plan(run_date, s.horizon_days, s.step_days, s.n_labelled)
+
+
+def build_from_config(spark: SparkSession, cfg, tables: Dict[str, DataFrame], run_date: dt.date) -> DataFrame:
+    return build_features(spark, tables, plan_for(cfg, run_date), n_buckets=cfg.sequence.n_buckets,
+                          bucket_days=cfg.sequence.bucket_days, lookback_days=cfg.lookback_days,
+                          horizon_days=cfg.snapshots.horizon_days, as_of=run_date,
+                          churn_definition=cfg.snapshots.churn_definition)
+
+
+def write_features(features: DataFrame, path: str, snapshots: List[dt.date], lineage: dict) -> int:
+    """Replace exactly the given snapshot partitions in one Delta commit; returns the new table version."""
+    from delta.tables import DeltaTable
+
+    spark = features.sparkSession
+    dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(snapshots))
+    (features.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
+     .option("replaceWhere", f"snapshot_date IN ({dates})")
+     .option("userMetadata", json.dumps({"inputs": lineage}, sort_keys=True, default=str))
+     .save(path))
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])

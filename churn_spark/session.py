@@ -1,0 +1,91 @@
+"""The one SparkSession factory: Delta wired in, local defaults, and spark-submit's settings left untouched.
+
+Precedence (highest first): what spark-submit / an existing SparkConf already set, then ``spark.conf`` from the
+YAML config, then the local defaults here. In local mode the driver binds to 127.0.0.1 and Python workers use the
+interpreter running this code, so the venv's packages are what executors see.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .config import Config
+
+DELTA_HELP = (
+    "The Delta Lake jars could not be loaded. They are resolved from Maven Central through "
+    "spark.jars.packages (io.delta:delta-spark_2.12:3.3.x). Without network access provide them yourself: "
+    "--jars / spark.jars pointing at delta-spark_2.12-3.3.x.jar and delta-storage-3.3.x.jar, or an offline "
+    "Ivy cache via spark.jars.ivy, or a Maven mirror via spark.jars.repositories."
+)
+
+
+class DeltaUnavailable(RuntimeError):
+    pass
+
+
+def _submitted_conf() -> dict:
+    """Settings spark-submit passed to this driver (it exports them as spark.* system properties)."""
+    from pyspark import SparkConf
+
+    return dict(SparkConf().getAll())
+
+
+def build_session(cfg: Config, app_name: str | None = None):
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    submitted = _submitted_conf()
+    local = (submitted.get("spark.master") or cfg.spark.master or "local[*]").startswith("local")
+    work = Path(cfg.work_dir).resolve()
+    wanted: dict = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+    if local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        wanted["spark.sql.warehouse.dir"] = str(work / "warehouse")
+        wanted["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={work / 'metastore'}"
+        if cfg.spark.bind_localhost:
+            wanted["spark.driver.host"] = "127.0.0.1"
+            wanted["spark.driver.bindAddress"] = "127.0.0.1"
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        if cfg.spark.enable_hive:
+            wanted["spark.sql.catalogImplementation"] = "hive"
+            wanted["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+                f"jdbc:derby:;databaseName={work / 'metastore' / 'metastore_db'};create=true")
+    wanted.update(cfg.spark.conf)
+
+    builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
+    if "spark.master" not in submitted:
+        builder = builder.master(cfg.spark.master or "local[*]")
+    for k, v in wanted.items():
+        if k not in submitted:
+            builder = builder.config(k, v)
+    (work / "metastore").mkdir(parents=True, exist_ok=True)
+    has_delta_jars = "delta" in (submitted.get("spark.jars", "") + submitted.get("spark.jars.packages", ""))
+    try:
+        if not has_delta_jars:
+            builder = configure_spark_with_delta_pip(builder)
+        spark = builder.getOrCreate()
+    except Exception as e:  # Ivy resolution failures surface here as a JVM start error
+        if "delta" in str(e).lower() or "ivy" in str(e).lower() or "resolve" in str(e).lower():
+            raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e
+        raise
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    _check_delta(spark)
+    return spark
+
+
+def _check_delta(spark) -> None:
+    try:
+        spark._jvm.io.delta.tables.DeltaTable.__class__  # noqa: B018 - touches the class loader
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True,
+                                            spark._jvm.Thread.currentThread().getContextClassLoader())
+    except Exception as e:
+        raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e
