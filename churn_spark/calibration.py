@@ -1,0 +1,55 @@
+"""Probability calibration fitted on the validation snapshot, stored as plain JSON (no pickles to trust).
+
+Isotonic keeps the ranking and fixes the scale non-parametrically; Platt fits ``sigmoid(a * logit(p) + b)`` and is
+the safer choice with little validation data.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import List
+
+import numpy as np
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Calibrator:
+    method: str = "identity"
+    x: List[float] = field(default_factory=list)  # isotonic knots
+    y: List[float] = field(default_factory=list)
+    a: float = 1.0  # platt
+    b: float = 0.0
+
+    @classmethod
+    def fit(cls, method: str, p: np.ndarray, y: np.ndarray) -> "Calibrator":
+        p, y = np.asarray(p, float), np.asarray(y, float)
+        if method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+            return cls("isotonic", x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_])
+        if method == "platt":
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=1e6).fit(_logit(p).reshape(-1, 1), y)
+            return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+        raise ValueError(f"unknown calibration method {method!r} (isotonic | platt)")
+
+    def __call__(self, p) -> np.ndarray:
+        p = np.asarray(p, float)
+        if self.method == "isotonic":
+            return np.interp(p, self.x, self.y)
+        if self.method == "platt":
+            return 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
+        return p
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibrator":
+        return cls(**d)

@@ -1,0 +1,107 @@
+"""``churn-spark <job>``: the one command-line front end, shared by the console script and ``jobs/*.py``.
+
+Every job takes ``--config FILE`` (repeatable, after conf/default.yaml) and ``--set key=value`` (repeatable), builds
+the SparkSession from the config (keeping whatever spark-submit set), runs one library call and prints a JSON
+summary on stdout. Exit code: 0 success, 2 bad configuration or input, 1 any other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from typing import List, Optional
+
+from .config import ConfigError, load_config
+from .logs import LOG, setup_logging
+
+JOBS = ("generate-lake", "build-sequences", "train", "score", "weekly")
+
+
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="churn-spark", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="job", required=True)
+    for job in JOBS:
+        s = sub.add_parser(job)
+        s.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML profile (repeatable)")
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        if job == "generate-lake":
+            s.add_argument("--users", type=int, default=20_000)
+            s.add_argument("--weeks", type=int, default=78)
+            s.add_argument("--end-date", type=_date, default=dt.date(2026, 11, 2))
+            s.add_argument("--seed", type=int, default=42)
+            s.add_argument("--dirty", action="store_true", help="inject realistic bad rows")
+            s.add_argument("--csv", action="store_true", help="write orders/events as CSV")
+        else:
+            s.add_argument("--run-date", type=_date, required=job != "score",
+                           help="snapshot date to score / run for (YYYY-MM-DD)")
+        if job == "score":
+            s.add_argument("--snapshot", type=_date, help="score this snapshot (default: --run-date or the latest)")
+            s.add_argument("--model-version", help="registered version (default: the champion)")
+        if job == "weekly":
+            s.add_argument("--force", action="store_true", help="redo steps already recorded for this date")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = load_config(args.config, args.set)
+    from .session import build_session
+
+    spark = build_session(cfg, app_name=f"churn-spark {args.job}")
+    if args.job == "generate-lake":
+        from .generator import LakeSpec, write_lake
+
+        spec = LakeSpec(users=args.users, weeks=args.weeks, end_date=args.end_date, seed=args.seed,
+                        dirty=args.dirty, csv=args.csv)
+        counts = write_lake(spark, spec, cfg.lake_dir)
+        return {"lake": cfg.lake_dir, "rows": counts, "end_date": spec.end_date.isoformat()}
+    from . import pipeline
+
+    if args.job == "build-sequences":
+        return pipeline.build_sequences(spark, cfg, args.run_date)
+    if args.job == "train":
+        return pipeline.train_step(spark, cfg, args.run_date)
+    if args.job == "score":
+        from .score import score
+
+        r = score(spark, cfg, snapshot=args.snapshot or args.run_date, model_version=args.model_version)
+        return {"snapshot": r.snapshot.isoformat(), "users": r.users, "tiers": r.tiers,
+                "risk_table": cfg.risk_table_path, "table_version": r.table_version,
+                "model_version": r.model_version, "users_per_s": round(r.users_per_s, 1)}
+    out = pipeline.weekly(spark, cfg, args.run_date, force=args.force)
+    return {**out, "risk_table": cfg.risk_table_path, "catalog_table": cfg.scoring.catalog_table,
+            "mlflow_ui": f"mlflow ui --backend-store-uri {cfg.tracking_uri}"}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    setup_logging()
+    args = parser().parse_args(argv)
+    t0 = time.time()
+    LOG.info("job %s starting", args.job)
+    try:
+        summary = run(args)
+    except ConfigError as e:
+        LOG.error("configuration error: %s", e)
+        print(f"churn-spark: configuration error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from .lake import BadInputError
+
+        LOG.exception("job %s failed after %.1fs", args.job, time.time() - t0)
+        print(f"churn-spark {args.job}: FAILED: {e}", file=sys.stderr)
+        return 2 if isinstance(e, BadInputError) else 1
+    LOG.info("job %s finished in %.1fs", args.job, time.time() - t0)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""What runs inside each Horovod rank (a Spark task): stream its own Parquet shard, train, checkpoint on rank 0.
+
+Data never passes through the driver: Spark writes each split as Parquet files, the driver only reads file footers
+to balance row counts, and every rank streams its files with pyarrow in batches into ``tf.data``. All ranks run
+the same number of steps per epoch (the smallest shard decides), so allreduce stays in lock-step.
+
+Rank 0 checkpoints weights and the epoch after every epoch; a rerun pointed at the same checkpoint directory
+resumes from there. Early stopping watches the rank-averaged validation loss, so every rank stops at the same epoch
+and keeps the same best weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import numpy as np
+
+LABEL = "label"
+
+
+def file_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def assign_shards(files: List[str], size: int) -> List[List[str]]:
+    """Greedy row-balanced assignment of files to ranks (largest file first)."""
+    sized = sorted(((file_rows(f), f) for f in files), reverse=True)
+    shards: List[List[str]] = [[] for _ in range(size)]
+    rows = [0] * size
+    for n, f in sized:
+        i = rows.index(min(rows))
+        shards[i].append(f)
+        rows[i] += n
+    return shards
+
+
+def shard_rows(shard: List[str]) -> int:
+    return sum(file_rows(f) for f in shard)
+
+
+def batches(files: List[str], stats, batch_size: int, pos_weight: float, seed: int) -> Iterator[tuple]:
+    """Endless exact-size batches from Parquet files: (inputs, labels, sample weights); file order reshuffled per pass."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    cols = ["sequence", LABEL] + _static_columns()
+    rng = np.random.default_rng(seed)
+    buf: List = []
+    n_buf = 0
+    while True:
+        order = list(files)
+        rng.shuffle(order)
+        for f in order:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=cols):
+                buf.append(rb.to_pandas())
+                n_buf += rb.num_rows
+                while n_buf >= batch_size:
+                    pdf = pd.concat(buf, ignore_index=True)
+                    head, rest = pdf.iloc[:batch_size], pdf.iloc[batch_size:]
+                    buf, n_buf = ([rest] if len(rest) else []), len(rest)
+                    y = head[LABEL].to_numpy(dtype=np.float32)
+                    w = np.where(y > 0.5, pos_weight, 1.0).astype(np.float32)
+                    yield stats.inputs(head), y, w
+
+
+def _static_columns() -> List[str]:
+    from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+
+    return NUMERIC_STATIC + CATEGORICAL_STATIC
+
+
+def weights_digest(model) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def rank_main(args: Dict) -> Dict:
+    """Entry point of every rank (``horovod.spark.run(rank_main, args=(args,))``).
+
+    A failure is also written to ``<checkpoint_dir>/errors/rank-<n>.txt`` so the driver can say what went wrong.
+    """
+    try:
+        return _rank_main(args)
+    except BaseException:
+        import traceback
+
+        err_dir = Path(args["checkpoint_dir"], "errors")
+        err_dir.mkdir(parents=True, exist_ok=True)
+        (err_dir / f"rank-{os.environ.get('HOROVOD_RANK', 'x')}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _rank_main(args: Dict) -> Dict:
+    from .model import model_from_config, quiet_tensorflow
+    from .preprocess import FeatureStats
+
+    tf = quiet_tensorflow(threads=args.get("threads", 1))
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    t = args["training"]
+    stats = FeatureStats.from_json(args["stats"])
+    batch = t["batch_size"]
+    tf.keras.utils.set_random_seed(t["seed"])  # same init everywhere; broadcast from rank 0 makes it certain
+
+    def dataset(files: List[str], seed: int):
+        T, C, S = stats.n_buckets, len(stats.channels), stats.n_static
+        sig = ({"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)},
+               tf.TensorSpec((batch,), tf.float32), tf.TensorSpec((batch,), tf.float32))
+        return tf.data.Dataset.from_generator(
+            lambda: batches(files, stats, batch, args["pos_weight"], seed), output_signature=sig).prefetch(2)
+
+    model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
+    steps = args["steps_per_epoch"]
+    peak = t["learning_rate"] * size  # linear LR scaling by ranks, reached after warm-up
+    warm = max(1, t["warmup_epochs"] * steps)
+    schedule = WarmupSchedule(t["learning_rate"], peak, warm)
+    opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=schedule))
+    model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")])
+
+    ckpt = Path(args["checkpoint_dir"])
+    initial_epoch, resumed = 0, False
+    state_file = ckpt / "state.json"
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        model.load_weights(str(ckpt / "weights.h5"))
+        initial_epoch, resumed = state["epoch"] + 1, True
+    best = BestWeights(t["patience"], ckpt if state_file.is_file() else None)
+    callbacks = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+        best,
+    ]
+    if rank == 0:
+        callbacks += [RankZeroCheckpoint(ckpt, best), EpochLog(t["epochs"], initial_epoch, steps * batch * size)]
+    t0 = time.time()
+    epochs_run = 0
+    history: Dict = {}
+    if initial_epoch < t["epochs"] and not best.stopped_before:
+        h = model.fit(dataset(args["train_files"][rank], t["seed"] + rank), steps_per_epoch=steps,
+                      epochs=t["epochs"], initial_epoch=initial_epoch,
+                      validation_data=dataset(args["val_files"][rank], t["seed"] + 1000 + rank),
+                      validation_steps=args["validation_steps"], callbacks=callbacks, verbose=0)
+        history = {k: [float(x) for x in v] for k, v in h.history.items()}
+        epochs_run = len(history.get("loss", []))
+    seconds = time.time() - t0
+    best.restore(model)
+    if rank == 0:
+        from .bundle import save_bundle
+
+        save_bundle(args["model_dir"], model, stats, info={"trained_epochs": initial_epoch + epochs_run,
+                                                            "ranks": size})
+        done = json.loads(state_file.read_text()) if state_file.is_file() else {"epoch": -1}
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps({**done, "complete": True}))
+    hvd.allreduce(tf.constant(0.0), name="churn_spark_done")  # barrier: rank 0 has written the bundle
+    return {
+        "rank": rank, "size": size, "host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd(),
+        "resumed": resumed, "initial_epoch": initial_epoch, "epochs_run": epochs_run,
+        "samples_per_s": (epochs_run * steps * batch / seconds) if epochs_run and seconds > 0 else 0.0,
+        "weights_digest": weights_digest(model), "history": history,
+    }
+
+
+# ---- Keras pieces -------------------------------------------------------------------------------------------
+def _keras():
+    import tensorflow as tf
+
+    return tf.keras
+
+
+@_keras().utils.register_keras_serializable(package="churn_spark")
+class WarmupSchedule(_keras().optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from the single-rank LR to the rank-scaled LR, then constant (Goyal et al. style)."""
+
+    def __init__(self, base: float, peak: float, warmup_steps: int):
+        self.base, self.peak, self.warmup_steps = base, peak, warmup_steps
+
+    def __call__(self, step):
+        import tensorflow as tf
+
+        frac = tf.minimum(tf.cast(step, tf.float32) / float(self.warmup_steps), 1.0)
+        return self.base + (self.peak - self.base) * frac
+
+    def get_config(self):
+        return {"base": self.base, "peak": self.peak, "warmup_steps": self.warmup_steps}
+
+
+class BestWeights(_keras().callbacks.Callback):
+    """Early stopping on rank-averaged val_loss that keeps the best weights in memory (identical on all ranks)."""
+
+    def __init__(self, patience: int, ckpt: Path | None):
+        super().__init__()
+        self.patience, self.best, self.wait, self.best_weights, self.stopped_before = patience, np.inf, 0, None, False
+        if ckpt is not None:
+            state = json.loads((ckpt / "state.json").read_text())
+            self.best, self.wait = state.get("best", np.inf), state.get("wait", 0)
+            self.stopped_before = bool(state.get("stopped") or state.get("complete"))
+            if (ckpt / "best.h5").is_file():
+                self._best_file = ckpt / "best.h5"
+
+    def on_train_begin(self, logs=None):
+        f = getattr(self, "_best_file", None)
+        if f is not None and self.best_weights is None:
+            current = self.model.get_weights()
+            self.model.load_weights(str(f))
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("val_loss", np.inf))
+        self.improved = loss < self.best
+        if self.improved:
+            self.best, self.wait, self.best_weights = loss, 0, self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def restore(self, model):
+        if self.best_weights is None and getattr(self, "_best_file", None) is not None:
+            model.load_weights(str(self._best_file))
+        elif self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+
+class RankZeroCheckpoint(_keras().callbacks.Callback):
+    """After each epoch: weights, best weights and {epoch, best, wait} — written atomically by rank 0."""
+
+    def __init__(self, directory: Path, best: BestWeights):
+        super().__init__()
+        self.dir, self.best = directory, best
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        tmp = self.dir / "weights.tmp.h5"
+        self.model.save_weights(str(tmp))
+        os.replace(tmp, self.dir / "weights.h5")
+        if getattr(self.best, "improved", False):
+            self.model.save_weights(str(tmp))
+            os.replace(tmp, self.dir / "best.h5")
+        state = {"epoch": epoch, "best": self.best.best, "wait": self.best.wait,
+                 "stopped": bool(self.model.stop_training)}
+        (self.dir / "state.tmp.json").write_text(json.dumps(state))
+        os.replace(self.dir / "state.tmp.json", self.dir / "state.json")
+
+
+class EpochLog(_keras().callbacks.Callback):
+    """Progress on rank 0: epoch, losses, global samples/s and ETA (printed to the task's stdout)."""
+
+    def __init__(self, epochs: int, initial_epoch: int, samples_per_epoch: int):
+        super().__init__()
+        self.epochs, self.initial, self.samples = epochs, initial_epoch, samples_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt_ = time.time() - self.t0
+        eta = dt_ * (self.epochs - epoch - 1)
+        logs = logs or {}
+        print(f"[rank 0] epoch {epoch + 1}/{self.epochs} loss={logs.get('loss', 0):.4f} "
+              f"val_loss={logs.get('val_loss', 0):.4f} val_auc={logs.get('val_auc', 0):.3f} "
+              f"{self.samples / max(dt_, 1e-9):.0f} samples/s ETA {eta:.0f}s", flush=True)

@@ -1,0 +1,402 @@
+"""Deployment artefacts under deploy/: they parse, reference files that exist, and submit.sh builds the right
+spark-submit command. One slow test submits a real job to a real Spark standalone cluster (master + 2 workers)."""
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from standalone_cluster import alive, standalone_cluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+SUBMIT = DEPLOY / "submit.sh"
+DOCKERFILE = DEPLOY / "Dockerfile"
+DAG = DEPLOY / "airflow" / "churn_weekly_dag.py"
+K8S_APP = DEPLOY / "k8s" / "sparkapplication.yaml"
+K8S_SCHEDULED = DEPLOY / "k8s" / "scheduled-weekly.yaml"
+IMAGE_APP_ROOT = "/opt/churn-spark"
+VENV = REPO / ".venv"
+
+with warnings.catch_warnings():  # the marker is registered in conftest.py; don't warn where it is not (yet)
+    warnings.simplefilter("ignore")
+    slow = pytest.mark.slow
+
+
+def _lock() -> dict:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _yaml_docs(path: Path) -> list:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _image_path_to_repo(p: str) -> Path:
+    """local:///opt/churn-spark/jobs/weekly.py or /opt/churn-spark/conf/x.yaml -> <repo>/jobs/weekly.py ..."""
+    p = re.sub(r"^local://", "", p)
+    assert p.startswith(IMAGE_APP_ROOT + "/"), f"{p} is not under the image's app root {IMAGE_APP_ROOT}"
+    return REPO / p[len(IMAGE_APP_ROOT) + 1:]
+
+
+def _run_submit(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SUBMIT), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+# ---- YAML ---------------------------------------------------------------------------------------------------
+def test_every_yaml_under_deploy_parses():
+    files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
+    assert K8S_APP in files and K8S_SCHEDULED in files
+    for f in files:
+        docs = _yaml_docs(f)
+        assert docs, f"{f} holds no YAML document"
+        for d in docs:
+            assert isinstance(d, dict), f"{f}: every document must be a mapping"
+
+
+def _check_spark_app_spec(spec: dict, where: str) -> None:
+    pins = _lock()
+    assert spec["type"] == "Python", where
+    assert spec["mode"] == "cluster", where
+    main = spec["mainApplicationFile"]
+    assert main == f"local://{IMAGE_APP_ROOT}/jobs/weekly.py", where
+    # the paths the image is expected to hold are in the repo (the Dockerfile copies the repo dirs there)
+    assert _image_path_to_repo(main).parent.is_dir(), f"{where}: jobs/ dir missing"
+    args = spec["arguments"]
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    assert configs, f"{where}: no --config argument"
+    for c in configs:
+        assert _image_path_to_repo(c).is_file(), f"{where}: --config {c} has no repo file behind it"
+    assert f"{IMAGE_APP_ROOT}/conf/cluster.yaml" in configs, where
+    assert spec["sparkVersion"] == pins["pyspark"], f"{where}: sparkVersion must match requirements.lock"
+    delta = f"io.delta:delta-spark_2.12:{pins['delta-spark']}"
+    assert delta in spec["deps"]["packages"], where
+    conf = spec["sparkConf"]
+    assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension", where
+    assert conf["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog", where
+    assert conf["spark.dynamicAllocation.enabled"] == "false", where
+    assert all(isinstance(v, str) for v in conf.values()), f"{where}: sparkConf values must be strings"
+    assert spec["executor"]["instances"] == 2, where
+    for role in ("driver", "executor"):
+        assert spec[role]["cores"] >= 1 and re.fullmatch(r"\d+[mg]", spec[role]["memory"]), f"{where} {role}"
+
+
+def test_sparkapplication_manifest():
+    docs = _yaml_docs(K8S_APP)
+    apps = [d for d in docs if d.get("kind") == "SparkApplication"]
+    assert len(apps) == 1
+    app = apps[0]
+    assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    _check_spark_app_spec(app["spec"], str(K8S_APP))
+
+
+def test_scheduled_sparkapplication_manifest():
+    docs = _yaml_docs(K8S_SCHEDULED)
+    sched = [d for d in docs if d.get("kind") == "ScheduledSparkApplication"]
+    assert len(sched) == 1
+    s = sched[0]
+    assert s["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    spec = s["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    fields = spec["schedule"].split()
+    assert len(fields) == 5 and fields[2] == "*" and fields[3] == "*" and fields[4] != "*", \
+        f"not a weekly cron: {spec['schedule']}"
+    _check_spark_app_spec(spec["template"], str(K8S_SCHEDULED))
+
+
+# ---- Dockerfile ---------------------------------------------------------------------------------------------
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())  # join continuation lines
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_copy_sources_exist():
+    copies = [rest for word, rest in _dockerfile_instructions() if word in ("COPY", "ADD")]
+    assert copies, "the Dockerfile copies nothing"
+    checked = 0
+    for rest in copies:
+        parts = shlex.split(rest)
+        flags = [p for p in parts if p.startswith("--")]
+        if any(f.startswith("--from") for f in flags):
+            continue  # from another build stage / image
+        srcs = [p for p in parts if not p.startswith("--")][:-1]
+        for src in srcs:
+            matches = list(REPO.glob(src)) if any(c in src for c in "*?[") else [REPO / src]
+            assert matches and all(m.exists() for m in matches), f"COPY source {src} missing in the repo"
+            checked += 1
+    assert checked >= 3  # package, jobs, conf, lock ...
+    text = DOCKERFILE.read_text()
+    for needed in ("churn_spark", "jobs", "conf", "requirements.lock"):
+        assert re.search(rf"^COPY\s.*\b{re.escape(needed)}\b", text, re.M), f"Dockerfile does not COPY {needed}"
+
+
+def test_dockerfile_pins_match_the_lock():
+    text = DOCKERFILE.read_text()
+    pins = _lock()
+    assert re.search(r"^ARG GPU=0\s*$", text, re.M), "build arg GPU=0|1 missing"
+    assert f"horovod[spark]=={pins['horovod']}" in text
+    for flag in ("HOROVOD_WITH_TENSORFLOW=1", "HOROVOD_WITH_GLOO=1", "HOROVOD_WITHOUT_MPI=1",
+                 "HOROVOD_WITHOUT_PYTORCH=1", "HOROVOD_WITHOUT_MXNET=1", "HOROVOD_GPU_OPERATIONS=NCCL",
+                 "--no-build-isolation"):
+        assert flag in text, f"{flag} missing from the Dockerfile"
+    assert re.search(rf"^ARG SPARK_VERSION={re.escape(pins['pyspark'])}\s*$", text, re.M)
+    assert re.search(rf"^ARG DELTA_VERSION={re.escape(pins['delta-spark'])}\s*$", text, re.M)
+    assert f"tensorflow=={pins['tensorflow-cpu']}" in text or "tensorflow-cpu==/tensorflow==" in text
+    assert f"WORKDIR {IMAGE_APP_ROOT}" in text or f"{IMAGE_APP_ROOT}" in text
+
+
+# ---- submit.sh ----------------------------------------------------------------------------------------------
+def test_submit_sh_syntax():
+    assert os.access(SUBMIT, os.X_OK), "deploy/submit.sh must be executable"
+    r = subprocess.run(["bash", "-n", str(SUBMIT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "set -euo pipefail" in SUBMIT.read_text()
+
+
+def _dry_run_cmd(r: subprocess.CompletedProcess) -> list[str]:
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stdout
+    return shlex.split(lines[0])
+
+
+def test_submit_dry_run_standalone():
+    r = _run_submit("--dry-run", "--master", "spark://127.0.0.1:7077", "weekly", "--run-date", "2026-11-02")
+    out = r.stdout
+    for needed in ("--py-files", "io.delta:delta-spark_2.12:3.3.3", "spark.pyspark.python", "jobs/weekly.py"):
+        assert needed in out, f"{needed!r} not in {out}"
+    argv = _dry_run_cmd(r)
+    assert argv[0] == str(VENV / "bin" / "spark-submit")
+    assert argv[argv.index("--master") + 1] == "spark://127.0.0.1:7077"
+    assert argv[argv.index("--deploy-mode") + 1] == "client"
+    assert argv[argv.index("--py-files") + 1].endswith("build/churn_spark.zip")
+    files = argv[argv.index("--files") + 1].split(",")
+    assert {Path(f).name for f in files} >= {"default.yaml", "cluster.yaml"}
+    assert all(Path(f).is_file() for f in files)
+    confs = [argv[i + 1] for i, a in enumerate(argv) if a == "--conf"]
+    assert f"spark.pyspark.python={VENV}/bin/python" in confs  # standalone defaults to --python-env local
+    assert "spark.dynamicAllocation.enabled=false" in confs and "spark.task.cpus=1" in confs
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in confs
+    assert argv[-3:] == [str(REPO / "jobs" / "weekly.py"), "--run-date", "2026-11-02"]
+
+
+def test_submit_dry_run_builds_nothing(tmp_path):
+    r = _run_submit("--dry-run", "--master", "yarn", "weekly", env={"BUILD_DIR": str(tmp_path / "b")})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_submit_dry_run_yarn_cluster_packed_and_passthrough():
+    r = _run_submit("--dry-run", "--master", "yarn", "--deploy-mode", "cluster", "--conf", "spark.executor.memory=8g",
+                    "--num-executors", "4", "weekly", "--config", "conf/cluster.yaml", "--run-date", "2026-11-02",
+                    env={"SPARK_SUBMIT_EXTRA": "--conf spark.yarn.queue=churn"})
+    argv = _dry_run_cmd(r)
+    assert argv[argv.index("--archives") + 1].endswith("build/env.tar.gz#environment")
+    confs = [argv[i + 1] for i, a in enumerate(argv) if a == "--conf"]
+    assert "spark.pyspark.python=./environment/bin/python" in confs
+    assert not any(c.startswith("spark.pyspark.driver.python") for c in confs)  # driver runs in the cluster
+    assert "spark.executor.memory=8g" in confs and "spark.yarn.queue=churn" in confs
+    assert argv[argv.index("--num-executors") + 1] == "4"
+    app = argv.index(str(REPO / "jobs" / "weekly.py"))
+    # the driver runs in a YARN container: --files put the profiles in its cwd, so the path becomes a basename
+    assert argv[app + 1:] == ["--config", "cluster.yaml", "--run-date", "2026-11-02"]
+
+
+def test_submit_dry_run_k8s_image():
+    r = _run_submit("--dry-run", "--master", "k8s://https://k8s.example:443", "--deploy-mode", "cluster",
+                    "weekly", "--config", "conf/cluster.yaml")
+    argv = _dry_run_cmd(r)
+    assert f"local://{IMAGE_APP_ROOT}/jobs/weekly.py" in argv
+    assert argv[-2:] == ["--config", f"{IMAGE_APP_ROOT}/conf/cluster.yaml"]
+    assert "--py-files" not in argv and "--archives" not in argv
+    assert "delta-spark_2.12-3.3.3.jar" in argv[argv.index("--jars") + 1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["weekly"], "--master is required"),
+    (["--master", "mesos://x", "weekly"], "unsupported --master"),
+    (["--master", "spark://h:7077", "--deploy-mode", "cluster", "weekly"], "standalone does not support"),
+    (["--master", "yarn", "--python-env", "conda", "weekly"], "--python-env must be"),
+    (["--master", "yarn"], "no JOB given"),
+    (["--master", "yarn", "../etc/passwd"], "bad JOB name"),
+])
+def test_submit_errors_are_clear(args, message):
+    r = _run_submit("--dry-run", *args)
+    assert r.returncode != 0
+    assert message in r.stderr and "ERROR" in r.stderr
+
+
+# ---- Airflow DAG --------------------------------------------------------------------------------------------
+def test_dag_compiles_and_calls_the_weekly_job(tmp_path):
+    py_compile.compile(str(DAG), cfile=str(tmp_path / "dag.pyc"), doraise=True)
+    text = DAG.read_text()
+    assert "--run-date {{ ds }}" in text
+    assert "deploy/submit.sh" in text and SUBMIT.is_file()
+    assert re.search(r"\bweekly\b", text)
+
+
+def test_readme_mentions_existing_files():
+    text = (DEPLOY / "README.md").read_text()
+    for rel in set(re.findall(r"`((?:deploy|conf|jobs|tests)/[\w./-]+\.(?:sh|yaml|py|example|md))`", text)):
+        if rel.startswith("jobs/"):
+            continue  # the entry points live in jobs/ and may be named generically (jobs/<JOB>.py)
+        assert (REPO / rel).exists(), f"deploy/README.md mentions {rel}, which does not exist"
+    for topic in ("--deploy-mode cluster", "k8s://", "spark://", "work_dir", "num_proc", "HOROVOD_GLOO_TIMEOUT_SECONDS",
+                  "registry.tracking_uri", "GPU=1", "NCCL"):
+        assert topic in text, f"deploy/README.md does not cover {topic}"
+
+
+# ---- a real standalone cluster ------------------------------------------------------------------------------
+WHERE_TASKS_RAN = r'''
+import importlib, json, os, socket, sys, time
+from pyspark import TaskContext
+from pyspark.sql import SparkSession
+
+out, n_exec, delta_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+spark = SparkSession.builder.getOrCreate()
+sc = spark.sparkContext
+deadline = time.time() + 120
+while sc._jsc.sc().getExecutorMemoryStatus().size() - 1 < n_exec:   # minus the driver
+    if time.time() > deadline:
+        raise SystemExit("executors did not register in time")
+    time.sleep(0.5)
+
+def where(rows):
+    n = sum(1 for _ in rows)
+    time.sleep(2)  # hold the slot: the other task must go to the other executor
+    try:
+        pkg = importlib.import_module("churn_spark.config").__file__
+    except Exception as e:  # reported, asserted by the test
+        pkg = f"ERROR {e!r}"
+    ctx = TaskContext.get()
+    yield {"partition": ctx.partitionId(), "rows": n, "host": socket.gethostname(), "cwd": os.getcwd(),
+           "pid": os.getpid(), "python": sys.executable, "churn_spark": pkg}
+
+tasks = spark.range(0, 1000, 1, 2).rdd.mapPartitions(where).collect()
+spark.range(10).write.format("delta").save(delta_dir)
+delta_rows = spark.read.format("delta").load(delta_dir).count()
+conf = dict(sc.getConf().getAll())
+with open(out, "w") as f:
+    json.dump({"app_id": sc.applicationId, "master": sc.master, "tasks": tasks, "delta_rows": delta_rows,
+               "conf": {k: conf.get(k) for k in ("spark.pyspark.python", "spark.task.cpus", "spark.submit.pyFiles",
+                                                 "spark.dynamicAllocation.enabled", "spark.jars",
+                                                 "spark.sql.extensions", "spark.cores.max")}}, f, indent=1)
+spark.stop()
+'''
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@slow
+def test_standalone_cluster_runs_a_job(tmp_path):
+    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+        pytest.skip("no Java: Spark cannot start")
+    python = str(VENV / "bin" / "python")
+    script = tmp_path / "where_tasks_ran.py"
+    script.write_text(WHERE_TASKS_RAN)
+    result_file = tmp_path / "result.json"
+    log = tmp_path / "submit.log"
+    env = {**os.environ, "SUBMIT_APP": str(script), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
+           "BUILD_DIR": str(tmp_path / "build"),  # keep the zip out of the repo
+           "SPARK_SUBMIT_EXTRA": "--conf spark.ui.enabled=false --conf spark.driver.host=127.0.0.1"}
+    env.pop("SPARK_CONF_DIR", None)
+
+    with standalone_cluster(n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster",
+                            python=python) as cluster:
+        master_port = int(cluster.url.rsplit(":", 1)[1])
+        cmd = ["bash", str(SUBMIT), "--master", cluster.url, "--python-env", "local",
+               "--conf", "spark.cores.max=2", "--conf", "spark.executor.memory=1g",
+               "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+               "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=60s",
+               str(result_file), "2", str(tmp_path / "delta")]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                    start_new_session=True)
+            try:
+                rc = proc.wait(timeout=420)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                pytest.fail("spark-submit timed out\n" + log.read_text()[-4000:] + "\n" + cluster.log_tails())
+        assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
+        assert "spark-submit" in log.read_text()  # submit.sh echoes the command it runs
+
+        res = json.loads(result_file.read_text())
+        app_id = res["app_id"]
+        assert res["master"] == cluster.url
+        assert res["delta_rows"] == 10  # Delta jars (--packages) and the SQL extension reached the executors
+        assert res["conf"]["spark.pyspark.python"] == python
+        assert res["conf"]["spark.task.cpus"] == "1" and res["conf"]["spark.dynamicAllocation.enabled"] == "false"
+        assert "churn_spark.zip" in res["conf"]["spark.submit.pyFiles"]
+        # client mode: spark-submit resolves --packages itself and hands the driver the jars as spark.jars, which
+        # is also what the session factory checks before adding Delta on its own
+        assert "io.delta_delta-spark_2.12-" in (res["conf"]["spark.jars"] or ""), res["conf"]
+
+        tasks = res["tasks"]
+        assert sorted(t["partition"] for t in tasks) == [0, 1] and sum(t["rows"] for t in tasks) == 1000
+        assert all(t["python"] == python for t in tasks), tasks  # --python-env local: the venv's interpreter
+        # --py-files: the executors import churn_spark from the shipped zip, not from the repo checkout
+        assert all("churn_spark.zip" in t["churn_spark"] for t in tasks), tasks
+        # an executor's cwd is <worker work dir>/<app id>/<executor id>: one task on each worker
+        task_workers = {Path(t["cwd"]).resolve().parent.parent for t in tasks}
+        assert all(Path(t["cwd"]).parent.name == app_id for t in tasks), tasks
+        assert task_workers == {d.resolve() for d in cluster.worker_work_dirs}, tasks
+
+        # both workers ran an executor of this app (worker JSON), and kept its work dir
+        deadline = time.time() + 30
+        while True:
+            per_worker = []
+            for i in range(2):
+                w = cluster.worker_json(i)
+                per_worker.append([e for e in w["executors"] + w["finishedexecutors"] if e.get("appid") == app_id])
+            if all(per_worker) or time.time() > deadline:
+                break
+            time.sleep(1)
+        assert all(per_worker), f"executors per worker for {app_id}: {per_worker}"
+        for d in cluster.worker_work_dirs:
+            assert [p for p in (d / app_id).iterdir() if p.is_dir()], f"no executor dir under {d / app_id}"
+        deadline = time.time() + 30
+        while True:
+            done = [a for a in cluster.master_json().get("completedapps", []) if a["id"] == app_id]
+            if done or time.time() > deadline:
+                break
+            time.sleep(1)
+        assert done and done[0]["state"] == "FINISHED", done
+        pids = cluster.pids()
+        assert len(pids) >= 3  # master + 2 workers
+
+    gone_by = time.time() + 15
+    while any(alive(p) for p in pids) and time.time() < gone_by:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "cluster processes survived the context manager"
+    assert not _port_open(master_port), "the master still listens"
