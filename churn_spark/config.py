@@ -189,7 +189,7 @@ class Config(_Strict):
 def _deep_merge(base: dict, new: dict, origin: dict, src: str, prefix: str = "") -> None:
     for k, v in new.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in ("columns", "conf", "csv_options", "tiers"):
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
             _deep_merge(base[k], v, origin, src, key + ".")
         else:
             base[k] = copy.deepcopy(v)
@@ -215,7 +215,12 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else None
+    key = key.strip()
+    if key.startswith("spark.conf."):  # Spark keys contain dots themselves
+        keys = ["spark", "conf", key[len("spark.conf."):]]
+    else:
+        keys = key.split(".")
+    return keys, yaml.safe_load(raw) if raw != "" else None
 
 
 def _find_origin(origin: dict, loc: tuple) -> str:
@@ -228,12 +233,20 @@ def _find_origin(origin: dict, loc: tuple) -> str:
     return "(defaults)"
 
 
+def default_file() -> Path:
+    """conf/default.yaml: $CHURN_SPARK_CONF_DIR (set by deploy/submit.sh), the repo, or the working directory."""
+    env = os.environ.get("CHURN_SPARK_CONF_DIR")
+    candidates = ([Path(env) / "default.yaml"] if env else []) + [
+        DEFAULT_FILE, Path.cwd() / "conf" / "default.yaml", Path.cwd() / "default.yaml"]
+    return next((c for c in candidates if c.is_file()), DEFAULT_FILE)
+
+
 def load_config(files: Optional[List[str]] = None, overrides: Optional[List[str]] = None,
                 include_default: bool = True) -> Config:
     """Merge default.yaml, the given files and ``key=value`` overrides into a validated :class:`Config`."""
     data: dict = {}
     origin: dict = {}
-    paths = ([DEFAULT_FILE] if include_default else []) + [Path(f) for f in (files or [])]
+    paths = ([default_file()] if include_default else []) + [Path(f) for f in (files or [])]
     for p in paths:
         _deep_merge(data, _read_yaml(p), origin, str(p))
     for item in overrides or []:
@@ -244,6 +257,8 @@ def load_config(files: Optional[List[str]] = None, overrides: Optional[List[str]
             node = node.setdefault(k, {})
         node[keys[-1]] = value
         _deep_merge(data, tree, origin, f"--set {item}")
+    if isinstance(data.get("sources"), dict):  # `sources.events: null` switches a source off
+        data["sources"] = {k: v for k, v in data["sources"].items() if v is not None}
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:

@@ -31,11 +31,8 @@ def _submitted_conf() -> dict:
     return dict(SparkConf().getAll())
 
 
-def build_session(cfg: Config, app_name: str | None = None):
-    from delta import configure_spark_with_delta_pip
-    from pyspark.sql import SparkSession
-
-    submitted = _submitted_conf()
+def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
+    """(local mode?, settings to apply): config and local defaults, minus everything spark-submit already set."""
     local = (submitted.get("spark.master") or cfg.spark.master or "local[*]").startswith("local")
     work = Path(cfg.work_dir).resolve()
     wanted: dict = {
@@ -44,38 +41,47 @@ def build_session(cfg: Config, app_name: str | None = None):
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
     if local:
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         wanted["spark.sql.warehouse.dir"] = str(work / "warehouse")
         wanted["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={work / 'metastore'}"
         if cfg.spark.bind_localhost:
             wanted["spark.driver.host"] = "127.0.0.1"
             wanted["spark.driver.bindAddress"] = "127.0.0.1"
-            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         if cfg.spark.enable_hive:
             wanted["spark.sql.catalogImplementation"] = "hive"
             wanted["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
                 f"jdbc:derby:;databaseName={work / 'metastore' / 'metastore_db'};create=true")
     wanted.update(cfg.spark.conf)
+    return local, {k: v for k, v in wanted.items() if k not in submitted}
 
+
+def build_session(cfg: Config, app_name: str | None = None):
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    submitted = _submitted_conf()
+    local, settings = resolve_settings(cfg, submitted)
+    if local:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        if cfg.spark.bind_localhost:
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     if "spark.master" not in submitted:
         builder = builder.master(cfg.spark.master or "local[*]")
-    for k, v in wanted.items():
-        if k not in submitted:
-            builder = builder.config(k, v)
-    (work / "metastore").mkdir(parents=True, exist_ok=True)
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    Path(cfg.work_dir, "metastore").mkdir(parents=True, exist_ok=True)
     has_delta_jars = "delta" in (submitted.get("spark.jars", "") + submitted.get("spark.jars.packages", ""))
     try:
         if not has_delta_jars:
             builder = configure_spark_with_delta_pip(builder)
         spark = builder.getOrCreate()
-    except Exception as e:  # Ivy resolution failures surface here as a JVM start error
-        if "delta" in str(e).lower() or "ivy" in str(e).lower() or "resolve" in str(e).lower():
-            raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e
+    except Exception as e:  # an Ivy resolution failure kills the JVM before it reports its port
+        if not has_delta_jars:
+            raise DeltaUnavailable(f"Spark failed to start while resolving the Delta packages. {DELTA_HELP}\n"
+                                   f"Cause: {e}") from e
         raise
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     _check_delta(spark)
@@ -84,7 +90,6 @@ def build_session(cfg: Config, app_name: str | None = None):
 
 def _check_delta(spark) -> None:
     try:
-        spark._jvm.io.delta.tables.DeltaTable.__class__  # noqa: B018 - touches the class loader
         spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True,
                                             spark._jvm.Thread.currentThread().getContextClassLoader())
     except Exception as e:

@@ -8,6 +8,8 @@
 #   deploy/submit.sh --master spark://head:7077 --python-env local train --config conf/cluster.yaml
 #   deploy/submit.sh --dry-run --master spark://127.0.0.1:7077 weekly --run-date 2026-11-02
 #
+# JOB is the name of a file in jobs/ (weekly, train, score, build_sequences, generate_lake; '-' works for '_').
+#
 # What it adds to spark-submit (see deploy/README.md for the why):
 #   --py-files build/churn_spark.zip          the churn_spark package, zipped fresh on every real submit
 #   --files conf/*.yaml                       the config profiles (plus any --config file outside conf/)
@@ -74,7 +76,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0
 # ---- options (everything up to JOB) -------------------------------------------------------------
 MASTER="" DEPLOY_MODE="client" PYENV="" DRY_RUN=0
 PASSTHRU=()
-need_value() { [ "$#" -ge 2 ] && [ -n "$2" ] || die "option $1 needs a value (see --help)"; }
+need_value() { if [ "$#" -lt 2 ] || [ -z "$2" ]; then die "option $1 needs a value (see --help)"; fi; }
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --master) need_value "$@"; MASTER=$2; shift 2 ;;
@@ -117,6 +119,8 @@ case "$PYENV" in
   *) die "--python-env must be packed, local or image, got '$PYENV'" ;;
 esac
 [ "$PYENV" = image ] && [ "$KIND" != k8s ] && die "--python-env image is for k8s:// masters (the image holds the env)"
+[ "$PYENV" = image ] && [ "$DEPLOY_MODE" = client ] && \
+  die "--python-env image needs --deploy-mode cluster (the driver must run in the image); use packed for client mode"
 
 # ---- the application: jobs/<JOB>.py, or SUBMIT_APP for tests ----------------------------------------------
 if [ -n "${SUBMIT_APP:-}" ]; then
@@ -127,12 +131,13 @@ if [ -n "${SUBMIT_APP:-}" ]; then
 else
   [ "$#" -gt 0 ] || die "no JOB given: expected one of: $(list_jobs)"
   JOB=$1; shift
-  [[ "$JOB" =~ ^[a-z][a-z0-9_]*$ ]] || die "bad JOB name '$JOB' (expected e.g. weekly, score, train)"
+  [[ "$JOB" =~ ^[a-z][a-z0-9_-]*$ ]] || die "bad JOB name '$JOB' (expected one of: $(list_jobs))"
+  JOB=${JOB//-/_}   # generate-lake (the CLI's spelling) -> jobs/generate_lake.py
   APP="$REPO/jobs/$JOB.py"
   NAME="churn-spark-$JOB"
   if [ ! -f "$APP" ]; then
     msg="job '$JOB' not found: $APP does not exist (jobs: $(list_jobs))"
-    [ "$DRY_RUN" = 1 ] && note "warning: $msg" || die "$msg"
+    if [ "$DRY_RUN" = 1 ]; then note "warning: $msg"; else die "$msg"; fi
   fi
   [ "$PYENV" = image ] && APP="local://$IMAGE_APP_ROOT/jobs/$JOB.py"
 fi
@@ -230,6 +235,16 @@ fi
 
 # ---- build the artifacts and submit -------------------------------------------------------------------------
 [ -x "$SPARK_SUBMIT" ] || die "spark-submit not found at $SPARK_SUBMIT: set VENV (a venv with pyspark) or SPARK_SUBMIT"
+if [ "$SPARK_SUBMIT" = "$VENV/bin/spark-submit" ]; then
+  # pip's spark-submit locates SPARK_HOME with whatever python3 is on PATH; pin it to this venv's pyspark so that
+  # the JVM side always matches the Python side (a different SPARK_HOME in the environment is overridden).
+  VENV_SPARK_HOME=$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))') \
+    || die "pyspark is not importable with $VENV/bin/python"
+  if [ -n "${SPARK_HOME:-}" ] && [ "$SPARK_HOME" != "$VENV_SPARK_HOME" ]; then
+    note "ignoring SPARK_HOME=$SPARK_HOME: using $VENV_SPARK_HOME (set SPARK_SUBMIT to use another Spark)"
+  fi
+  export SPARK_HOME=$VENV_SPARK_HOME
+fi
 [ "$PYENV" = local ] && { [ -x "$VENV/bin/python" ] || die "--python-env local: $VENV/bin/python does not exist"; }
 command -v java >/dev/null 2>&1 || [ -n "${JAVA_HOME:-}" ] || die "java not found: install a JDK 17 or set JAVA_HOME"
 

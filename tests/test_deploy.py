@@ -74,14 +74,14 @@ def test_every_yaml_under_deploy_parses():
             assert isinstance(d, dict), f"{f}: every document must be a mapping"
 
 
-def _check_spark_app_spec(spec: dict, where: str) -> None:
+def _check_spark_app_spec(spec: dict, where: str, main_file: str = "jobs/weekly.py") -> None:
     pins = _lock()
     assert spec["type"] == "Python", where
     assert spec["mode"] == "cluster", where
     main = spec["mainApplicationFile"]
-    assert main == f"local://{IMAGE_APP_ROOT}/jobs/weekly.py", where
+    assert main == f"local://{IMAGE_APP_ROOT}/{main_file}", where
     # the paths the image is expected to hold are in the repo (the Dockerfile copies the repo dirs there)
-    assert _image_path_to_repo(main).parent.is_dir(), f"{where}: jobs/ dir missing"
+    assert _image_path_to_repo(main).is_file(), f"{where}: {main} has no repo file behind it"
     args = spec["arguments"]
     configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
     assert configs, f"{where}: no --config argument"
@@ -121,7 +121,27 @@ def test_scheduled_sparkapplication_manifest():
     fields = spec["schedule"].split()
     assert len(fields) == 5 and fields[2] == "*" and fields[3] == "*" and fields[4] != "*", \
         f"not a weekly cron: {spec['schedule']}"
-    _check_spark_app_spec(spec["template"], str(K8S_SCHEDULED))
+    # jobs/weekly.py needs --run-date, which a schedule cannot template: the wrapper adds today's date
+    _check_spark_app_spec(spec["template"], str(K8S_SCHEDULED), main_file="deploy/k8s/weekly_today.py")
+    assert "--run-date" not in spec["template"]["arguments"]
+    assert "deploy/k8s/weekly_today.py" in DOCKERFILE.read_text(), "the image must contain the wrapper"
+
+
+def test_weekly_today_wrapper_adds_the_run_date():
+    import datetime as dt
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("weekly_today", DEPLOY / "k8s" / "weekly_today.py")
+    mod = importlib.util.module_from_spec(spec)
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ under deploy/
+    try:
+        spec.loader.exec_module(mod)  # imports churn_spark.cli; the __main__ guard keeps it from running
+    finally:
+        sys.dont_write_bytecode = dont_write
+    day = dt.date(2026, 11, 9)
+    assert mod.with_run_date(["--config", "c.yaml"], day) == ["--config", "c.yaml", "--run-date", "2026-11-09"]
+    assert mod.with_run_date(["--run-date", "2026-11-02"], day) == ["--run-date", "2026-11-02"]
+    assert mod.with_run_date(["--run-date=2026-11-02"], day) == ["--run-date=2026-11-02"]
 
 
 # ---- Dockerfile ---------------------------------------------------------------------------------------------
@@ -222,6 +242,7 @@ def test_submit_dry_run_yarn_cluster_packed_and_passthrough():
     assert "spark.pyspark.python=./environment/bin/python" in confs
     assert not any(c.startswith("spark.pyspark.driver.python") for c in confs)  # driver runs in the cluster
     assert "spark.executor.memory=8g" in confs and "spark.yarn.queue=churn" in confs
+    assert "spark.yarn.appMasterEnv.CHURN_SPARK_CONF_DIR=." in confs
     assert argv[argv.index("--num-executors") + 1] == "4"
     app = argv.index(str(REPO / "jobs" / "weekly.py"))
     # the driver runs in a YARN container: --files put the profiles in its cwd, so the path becomes a basename
@@ -245,6 +266,8 @@ def test_submit_dry_run_k8s_image():
     (["--master", "yarn", "--python-env", "conda", "weekly"], "--python-env must be"),
     (["--master", "yarn"], "no JOB given"),
     (["--master", "yarn", "../etc/passwd"], "bad JOB name"),
+    (["--master", "k8s://https://k:443", "weekly"], "needs --deploy-mode cluster"),
+    (["--master", "yarn", "--python-env", "image", "weekly"], "is for k8s:// masters"),
 ])
 def test_submit_errors_are_clear(args, message):
     r = _run_submit("--dry-run", *args)
@@ -258,6 +281,8 @@ def test_dag_compiles_and_calls_the_weekly_job(tmp_path):
     text = DAG.read_text()
     assert "--run-date {{ ds }}" in text
     assert "deploy/submit.sh" in text and SUBMIT.is_file()
+    for rel in re.findall(r"--config (\S+)", text):
+        assert (REPO / rel).is_file(), f"the DAG passes --config {rel}, which is not in the repo"
     assert re.search(r"\bweekly\b", text)
 
 
@@ -326,10 +351,11 @@ def test_standalone_cluster_runs_a_job(tmp_path):
     script.write_text(WHERE_TASKS_RAN)
     result_file = tmp_path / "result.json"
     log = tmp_path / "submit.log"
-    env = {**os.environ, "SUBMIT_APP": str(script), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": python,
+    env = {**os.environ, "SUBMIT_APP": str(script), "SPARK_LOCAL_IP": "127.0.0.1",
            "BUILD_DIR": str(tmp_path / "build"),  # keep the zip out of the repo
            "SPARK_SUBMIT_EXTRA": "--conf spark.ui.enabled=false --conf spark.driver.host=127.0.0.1"}
-    env.pop("SPARK_CONF_DIR", None)
+    for k in ("SPARK_CONF_DIR", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(k, None)  # submit.sh must work from a bare environment
 
     with standalone_cluster(n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster",
                             python=python) as cluster:

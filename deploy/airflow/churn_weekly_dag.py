@@ -45,8 +45,9 @@ WEEKLY_COMMAND = (
 
 default_args = {
     "owner": "churn-spark",
-    # No automatic retry: a failed weekly run is looked at first, then cleared (re-run) from the UI.
-    "retries": 0,
+    # A retry resumes the same run date: the weekly job skips the steps it already recorded for that date.
+    "retries": 1,
+    "retry_delay": timedelta(minutes=15),
     "execution_timeout": timedelta(hours=6),
 }
 

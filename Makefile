@@ -1,0 +1,34 @@
+# churn-spark: `make demo` runs the whole weekly pipeline on a generated lake; `make test` runs the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_USERS ?= 6000
+DEMO_WORK ?= work/demo
+RUN_DATE ?= 2026-11-02
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export SPARK_LOCAL_IP := 127.0.0.1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	@bash scripts/setup_venv.sh
+
+demo: setup
+	$(VENV)/bin/churn-spark generate-lake --config conf/local.yaml --set work_dir=$(DEMO_WORK) \
+	  --users $(DEMO_USERS) --end-date $(RUN_DATE) --dirty
+	$(VENV)/bin/churn-spark weekly --config conf/local.yaml --set work_dir=$(DEMO_WORK) --run-date $(RUN_DATE) \
+	  > $(DEMO_WORK)/weekly-summary.json
+	@$(PY) scripts/demo_summary.py $(DEMO_WORK) $(RUN_DATE)
+
+test: setup
+	$(PY) -m pytest tests -v -p no:cacheprovider --durations=15
+
+test-fast: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf work build

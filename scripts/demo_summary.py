@@ -1,0 +1,17 @@
+"""Print where the demo's outputs are (risk table, catalog view, MLflow UI, report) after `make demo`."""
+import json
+import sys
+from pathlib import Path
+
+work, run_date = Path(sys.argv[1]).resolve(), sys.argv[2]
+summary = json.loads((work / "weekly-summary.json").read_text())
+steps = summary["steps"]
+print("\nchurn-spark demo finished")
+print(f"  lake:           {work / 'lake'}")
+print(f"  feature table:  {work / 'tables' / 'features'} (version {steps['build_sequences']['features_version']})")
+print(f"  risk table:     {Path(summary['risk_table']).resolve()} (Delta, partition snapshot_date={run_date}, "
+      f"{steps['score']['users']} users, tiers {steps['score']['tiers']})")
+print(f"  catalog:        {summary['catalog_table']} and churn.churn_risk_latest (metastore under {work / 'metastore'})")
+print(f"  model:          version {steps['train']['model_version']} (promoted: {steps['train']['promoted']})")
+print(f"  MLflow UI:      {summary['mlflow_ui']}")
+print(f"  report:         {steps['report']['report']}")

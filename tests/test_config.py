@@ -1,0 +1,80 @@
+"""Config loading: profiles, overrides, and every error path names the key and the file."""
+from pathlib import Path
+
+import pytest
+
+from churn_spark.config import ConfigError, load_config
+from conftest import REPO
+
+
+def test_default_and_profiles_load():
+    cfg = load_config([str(REPO / "conf" / "local.yaml")])
+    assert cfg.spark.master == "local[2]"
+    assert cfg.spark.conf["spark.sql.session.timeZone"] == "UTC"  # merged from default.yaml
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "4"  # overridden by the profile
+    assert set(cfg.sources) == {"orders", "events", "reviews", "users"}
+    cluster = load_config([str(REPO / "conf" / "cluster.yaml")])
+    assert cluster.spark.master is None and cluster.training.num_proc == 4
+
+
+def test_set_overrides_typed_values(tmp_path):
+    cfg = load_config(None, [f"work_dir={tmp_path}", "training.epochs=3", "spark.conf.spark.sql.shuffle.partitions=2",
+                             "sources.orders.columns.ts=created_at", "registry.gate_margin=0.01"])
+    assert cfg.training.epochs == 3 and cfg.registry.gate_margin == 0.01
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "2"
+    assert cfg.sources["orders"].columns["ts"] == "created_at"
+    assert cfg.sources["orders"].columns["user_id"] == "user_id"  # the rest of the mapping is kept
+    assert cfg.risk_table_path == str(Path(tmp_path, "tables", "churn_risk"))
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("training:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config([str(f)])
+    assert "training.epochz" in str(e.value) and str(f) in str(e.value) and "unknown key" in str(e.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("sequence:\n  n_buckets: many\n")
+    with pytest.raises(ConfigError) as e:
+        load_config([str(f)])
+    assert "sequence.n_buckets" in str(e.value) and str(f) in str(e.value)
+
+
+def test_wrong_type_from_set_names_the_override():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["training.batch_size=-5"])
+    assert "training.batch_size" in str(e.value) and "--set training.batch_size=-5" in str(e.value)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([str(tmp_path / "nope.yaml")])
+    f = tmp_path / "broken.yaml"
+    f.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([str(f)])
+
+
+def test_orders_source_is_required(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("sources:\n  orders: null\n")
+    with pytest.raises(ConfigError):
+        load_config([str(f)], include_default=False)
+
+
+def test_source_path_cannot_escape_the_lake_root(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"work_dir={tmp_path}", "sources.orders.path=${lake_root}/../../etc"])
+    assert "sources.orders.path" in str(e.value) and "outside the lake root" in str(e.value)
+
+
+def test_missing_source_path_is_reported_with_key(tmp_path):
+    from churn_spark.config import require_source_exists
+
+    cfg = load_config(None, [f"work_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as e:
+        require_source_exists(cfg, "events")
+    assert "sources.events.path" in str(e.value) and "does not exist" in str(e.value)

@@ -1,0 +1,124 @@
+"""Ingest and validation: every reason code, the accounting identity, thresholds and clear errors."""
+import datetime as dt
+
+import pytest
+
+from churn_spark.config import ConfigError
+from churn_spark.lake import BadInputError, ingest, write_quarantine
+from conftest import make_config
+
+CLOCK = dt.date(2026, 6, 1)
+
+
+def _orders_only(tmp_path, *extra):
+    return make_config(tmp_path, "sources.events=null", "sources.reviews=null", "sources.users=null", *extra)
+
+
+def _write(spark, rows, schema, path, fmt="delta"):
+    df = spark.createDataFrame(rows, schema)
+    if fmt == "csv":
+        df.write.mode("overwrite").option("header", True).csv(path)
+    else:
+        df.write.format(fmt).mode("overwrite").save(path)
+
+
+def test_every_reason_code_and_the_accounting_identity(spark, tmp_path):
+    cfg = make_config(tmp_path, "sources.users=null", "validation.max_bad_fraction=0.9")
+    lake = cfg.lake_dir
+    ts = "2026-05-01 10:00:00"
+    _write(spark, [
+        (1, "u1", ts, 10.0, 1, "completed"),      # good
+        (2, None, ts, 10.0, 1, "completed"),      # null_user_id
+        (3, "u1", None, 10.0, 1, "completed"),    # null_ts
+        (4, "u1", "yesterday", 10.0, 1, "completed"),  # unparseable_ts
+        (5, "u1", "2026-07-01 00:00:00", 10.0, 1, "completed"),  # future_ts
+        (6, "u1", ts, -3.0, 1, "completed"),      # negative_amount
+        (7, "u2", ts, 5.0, 2, "refunded"),        # good
+        (7, "u2", ts, 5.0, 2, "refunded"),        # exact_duplicate
+    ], "order_id long, user_id string, order_ts string, amount double, n_items int, status string", f"{lake}/orders")
+    _write(spark, [("u1", ts, "view"), ("u1", ts, "teleport"), (" ", ts, "cart")],
+           "user_id string, event_ts string, event_type string", f"{lake}/events")
+    _write(spark, [("u1", ts, 5), ("u1", ts, 9)], "user_id string, review_ts string, rating int", f"{lake}/reviews")
+    res = ingest(spark, cfg, "run-1", CLOCK)
+    o, e, r = res.counts["orders"], res.counts["events"], res.counts["reviews"]
+    assert o.by_reason == {"null_user_id": 1, "null_ts": 1, "unparseable_ts": 1, "future_ts": 1,
+                           "negative_amount": 1, "exact_duplicate": 1}
+    assert (o.rows_in, o.used, o.quarantined, o.deduplicated) == (8, 2, 5, 1)
+    assert e.by_reason == {"unknown_event_type": 1, "null_user_id": 1} and e.used == 1
+    assert r.by_reason == {"bad_rating": 1} and r.used == 1
+    assert all(c.balanced for c in res.counts.values())
+    assert res.tables["orders"].count() == 2
+    n = write_quarantine(res, cfg.quarantine_path, "run-1")
+    q = spark.read.format("delta").load(cfg.quarantine_path)
+    assert q.count() == n == 9
+    row = q.where("reason = 'negative_amount'").first()
+    assert row.source == "orders" and '"amount":-3.0' in row.raw_row and row.run_id == "run-1"
+    # a rerun of the same run id replaces its own rows instead of duplicating them
+    write_quarantine(res, cfg.quarantine_path, "run-1")
+    assert spark.read.format("delta").load(cfg.quarantine_path).count() == 9
+
+
+def test_csv_malformed_lines_bad_types_and_timestamp_formats(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "sources.orders.format=csv", "sources.orders.timestamp_format=dd/MM/yyyy HH:mm",
+                       "validation.max_bad_fraction=0.9")
+    d = tmp_path / "lake" / "orders"
+    d.mkdir(parents=True)
+    (d / "part-0.csv").write_text(
+        "order_id,user_id,order_ts,amount,n_items,status\n"
+        "1,u1,01/05/2026 10:00,10.0,1,completed\n"
+        "2,u1,02/05/2026 10:00,ten,1,completed\n"       # bad_amount (wrong type)
+        "3,u1,03/05/2026 10:00,10.0,1,completed,extra\n"  # too many fields
+        "4,u1\n"                                          # too few fields
+        "5,u2,2026-05-01,3.0,1,completed\n")              # wrong timestamp format
+    res = ingest(spark, cfg, "r", CLOCK)
+    c = res.counts["orders"]
+    assert c.by_reason == {"bad_amount": 1, "malformed_row": 2, "unparseable_ts": 1}
+    assert c.used == 1 and c.balanced
+    got = res.tables["orders"].first()
+    assert got.ts == dt.datetime(2026, 5, 1, 10, 0)
+
+
+def test_naive_timestamps_use_the_source_timezone_and_aware_ones_keep_their_offset(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "sources.orders.timezone=Europe/Berlin")
+    _write(spark, [(1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
+                   (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed")],
+           "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
+           f"{cfg.lake_dir}/orders")
+    got = {r.user_id: r.ts for r in ingest(spark, cfg, "r", CLOCK).tables["orders"].collect()}
+    assert got == {"u1": dt.datetime(2026, 5, 1, 10, 0), "u2": dt.datetime(2026, 5, 1, 12, 0)}
+
+
+def test_integer_ids_and_date_typed_timestamps(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "sources.orders.columns.ts=day")
+    _write(spark, [(1, 42, dt.date(2026, 5, 1), 1.0, 1, "completed")],
+           "order_id long, user_id long, day date, amount double, n_items int, status string", f"{cfg.lake_dir}/orders")
+    row = ingest(spark, cfg, "r", CLOCK).tables["orders"].first()
+    assert row.user_id == "42" and row.ts == dt.datetime(2026, 5, 1)
+
+
+def test_too_many_bad_rows_stops_before_writing(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.2")
+    _write(spark, [(1, None, "2026-05-01", 1.0, 1, "completed"), (2, "u", "2026-05-01", 1.0, 1, "completed")],
+           "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
+           f"{cfg.lake_dir}/orders")
+    with pytest.raises(BadInputError) as e:
+        ingest(spark, cfg, "r", CLOCK)
+    assert "orders" in str(e.value) and "max_bad_fraction" in str(e.value) and "null_user_id" in str(e.value)
+
+
+def test_missing_source_path_and_missing_column_are_clear_errors(spark, tmp_path):
+    cfg = _orders_only(tmp_path)
+    with pytest.raises(ConfigError, match="sources.orders.path"):
+        ingest(spark, cfg, "r", CLOCK)
+    _write(spark, [(1, "u", "2026-05-01", 1.0)], "order_id long, customer string, order_ts string, amount double",
+           f"{cfg.lake_dir}/orders")
+    with pytest.raises(BadInputError) as e:
+        ingest(spark, cfg, "r", CLOCK)
+    assert "'user_id'" in str(e.value) and "sources.orders.columns.user_id" in str(e.value)
+
+
+def test_empty_orders_source_is_an_error(spark, tmp_path):
+    cfg = _orders_only(tmp_path)
+    _write(spark, [], "order_id long, user_id string, order_ts string, amount double", f"{cfg.lake_dir}/orders")
+    with pytest.raises(BadInputError, match="empty"):
+        ingest(spark, cfg, "r", CLOCK)

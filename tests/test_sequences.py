@@ -1,0 +1,201 @@
+"""Spark sequences vs the independent pandas reference, edge cases, leakage, idempotent writes."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from churn_spark.feature_spec import NUMERIC_STATIC, snapshot_plan
+from churn_spark.generator import LakeSpec, generate
+from churn_spark.lake import ingest
+from churn_spark.reference import build_reference
+from churn_spark.sequences import build_features, write_features
+from conftest import make_config
+
+T, B, H, LOOKBACK = 6, 7, 30, 60
+RUN = dt.date(2026, 6, 1)
+PLAN = snapshot_plan(RUN, H, 14, 3)
+KW = dict(n_buckets=T, bucket_days=B, lookback_days=LOOKBACK, horizon_days=H, as_of=RUN)
+
+
+def _spark_tables(spark, pdfs):
+    schemas = {"orders": "user_id string, ts timestamp, amount double, n_items double, status string",
+               "events": "user_id string, ts timestamp, event_type string",
+               "reviews": "user_id string, ts timestamp, rating double",
+               "users": "user_id string, ts timestamp, country string, channel string"}
+    return {k: spark.createDataFrame(v.astype(object).where(v.notna(), None), schemas[k]) for k, v in pdfs.items()}
+
+
+def _reference_input(pdfs):
+    out = dict(pdfs)
+    if "users" in out:
+        out["users"] = out["users"].rename(columns={"ts": "signup_ts"})
+    return out
+
+
+def _spark_features(spark, pdfs, plan=PLAN, **kw):
+    df = build_features(spark, _spark_tables(spark, pdfs), plan, **{**KW, **kw})
+    pdf = df.toPandas()
+    return pdf.sort_values(["snapshot_date", "user_id"]).reset_index(drop=True)
+
+
+def assert_same(spark_pdf, ref_pdf):
+    assert list(spark_pdf["user_id"]) == list(ref_pdf["user_id"])
+    assert list(spark_pdf["snapshot_date"]) == list(ref_pdf["snapshot_date"])
+    assert list(spark_pdf["split"]) == list(ref_pdf["split"])
+    np.testing.assert_array_equal(spark_pdf["label"].to_numpy(float), ref_pdf["label"].to_numpy(float))
+    np.testing.assert_allclose(np.stack(spark_pdf["sequence"]), np.stack(ref_pdf["sequence"]), rtol=1e-9, atol=1e-9)
+    for c in NUMERIC_STATIC:
+        np.testing.assert_allclose(spark_pdf[c].to_numpy(float), ref_pdf[c].to_numpy(float), rtol=1e-9, err_msg=c)
+    for c in ("country", "channel"):
+        assert list(spark_pdf[c]) == list(ref_pdf[c])
+
+
+def _ts(s):
+    return pd.Timestamp(s)
+
+
+def hand_made():
+    S = dt.date(2026, 5, 2)  # the test snapshot of PLAN
+    assert PLAN[S] == "test"
+    at = lambda d, h=12: _ts(S) + pd.Timedelta(days=d, hours=h)  # noqa: E731
+    orders = pd.DataFrame([
+        ("single", at(-3), 20.0, 1.0, "completed"),               # a user with a single order
+        ("edge", _ts(S), 10.0, 1.0, "completed"),                  # exactly at S: label window, not features
+        ("edge", _ts(S) - pd.Timedelta(days=T * B), 7.0, 2.0, "completed"),  # exactly S - B*T: bucket 0
+        ("edge", at(-T * B - 1), 5.0, 1.0, "completed"),           # before the window: lifetime only
+        ("edge", at(-10), 30.0, 3.0, "refunded"),                  # a return
+        ("edge", at(-2), 15.0, 1.0, None),                         # null status counts as a purchase
+        ("horizon", at(-1), 9.0, 1.0, "completed"),
+        ("horizon", _ts(S) + pd.Timedelta(days=H), 9.0, 1.0, "completed"),  # at S + H: outside the label window
+        ("gap", at(-40), 12.0, 1.0, "completed"),                  # empty recent buckets
+    ], columns=["user_id", "ts", "amount", "n_items", "status"])
+    events = pd.DataFrame([
+        ("edge", at(-1), "view"), ("edge", at(-1, 13), "cart"), ("edge", at(-8), "search"),
+        ("edge", at(-8), "favorite"), ("browser", at(-1), "view"),  # events but no orders: not eligible
+        ("gap", at(-41), "view"),
+    ], columns=["user_id", "ts", "event_type"])
+    reviews = pd.DataFrame([("edge", at(-9), 2.0), ("edge", at(-9, 14), 5.0), ("single", at(-2), 1.0)],
+                           columns=["user_id", "ts", "rating"])
+    users = pd.DataFrame([("edge", _ts("2025-01-01"), "DE", "ads"), ("single", _ts("2026-04-20"), None, "organic")],
+                         columns=["user_id", "ts", "country", "channel"])
+    return {"orders": orders, "events": events, "reviews": reviews, "users": users}
+
+
+def test_hand_made_edge_cases_match_reference(spark):
+    pdfs = hand_made()
+    got = _spark_features(spark, pdfs)
+    ref = build_reference(_reference_input(pdfs), PLAN, **KW)
+    assert_same(got, ref)
+    row = got[(got.user_id == "edge") & (got.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
+    assert row.label == 0.0  # the order exactly at S counts for the label
+    seq = np.asarray(row.sequence).reshape(T, -1)
+    assert seq[0, 0] == 1.0 and seq[0, 1] == 7.0  # S - B*T lands in bucket 0
+    assert row.lifetime_orders == 3.0  # incl. the order before the window, excl. the refund and the one at S
+    h = got[(got.user_id == "horizon") & (got.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
+    assert h.label == 1.0  # an order exactly at S + H is outside the label window
+    assert "browser" not in set(got.user_id)
+
+
+def test_orders_only_lake_drops_other_channels(spark):
+    pdfs = {"orders": hand_made()["orders"]}
+    got = _spark_features(spark, pdfs)
+    assert_same(got, build_reference(pdfs, PLAN, **KW))
+    assert len(got.sequence.iloc[0]) == T * 5  # orders, spend, items, returns, active_days
+    assert set(got.country) == {"unknown"}
+
+
+def test_timezone_aware_input_equals_naive_utc(spark):
+    pdfs = hand_made()
+    aware = {k: v.copy() for k, v in pdfs.items()}
+    for v in aware.values():
+        v["ts"] = pd.to_datetime(v["ts"]).dt.tz_localize("UTC").dt.tz_convert("Asia/Kolkata")
+    # Spark receives the same instants; the reference must agree with itself across representations
+    assert_same(build_reference(_reference_input(aware), PLAN, **KW), build_reference(_reference_input(pdfs), PLAN, **KW))
+    assert_same(_spark_features(spark, pdfs), build_reference(_reference_input(aware), PLAN, **KW))
+
+
+@pytest.fixture(scope="module")
+def generated(spark, tmp_path_factory):
+    """A small generated lake, run through real ingest, as pandas (small) and validated Spark tables."""
+    cfg = make_config(tmp_path_factory.mktemp("seqgen"))
+    t = generate(spark, LakeSpec(users=120, weeks=30, end_date=RUN, seed=11))
+    for name, df in t.items():
+        df.write.format("delta").save(f"{cfg.lake_dir}/{name}")
+    res = ingest(spark, cfg, "r", RUN)
+    return {k: v.toPandas() for k, v in res.tables.items()}
+
+
+def test_generated_lake_matches_reference_exactly(spark, generated):
+    pdfs = {k: v.drop(columns=[c for c in ("order_id",) if c in v]) for k, v in generated.items()}
+    got = _spark_features(spark, pdfs)
+    ref = build_reference(_reference_input(pdfs), PLAN, **KW)
+    assert len(got) > 100
+    assert_same(got, ref)
+
+
+def test_no_activity_definition_matches_reference(spark, generated):
+    pdfs = {k: v.drop(columns=[c for c in ("order_id",) if c in v]) for k, v in generated.items()}
+    got = _spark_features(spark, pdfs, churn_definition="no_activity")
+    assert_same(got, build_reference(_reference_input(pdfs), PLAN, churn_definition="no_activity", **KW))
+
+
+def test_events_at_or_after_the_snapshot_change_no_feature(spark, generated):
+    """Leakage: adding any row at or after S leaves every feature of snapshot S unchanged."""
+    S = dt.date(2026, 5, 2)
+    plan = {S: "test"}
+    base = {k: v.drop(columns=[c for c in ("order_id",) if c in v]) for k, v in generated.items()}
+    users = base["orders"]["user_id"].unique()[:40]
+    n = len(users)
+    extra = {
+        "orders": {"ts": [_ts(S)] * n, "amount": [999.0] * n, "n_items": [9.0] * n, "status": ["completed"] * n},
+        "events": {"ts": [_ts(S) + pd.Timedelta(hours=5)] * n, "event_type": ["view"] * n},
+        "reviews": {"ts": [_ts(S) + pd.Timedelta(days=60)] * n, "rating": [1.0] * n},
+    }
+    leaked = {}
+    for k, v in base.items():
+        if k in extra:
+            add = pd.DataFrame({"user_id": list(users), **extra[k]})[list(v.columns)].astype(v.dtypes.to_dict())
+            leaked[k] = pd.concat([v, add], ignore_index=True)
+        else:
+            leaked[k] = v
+    a = _spark_features(spark, base, plan=plan, as_of=dt.date(2026, 9, 1))
+    b = _spark_features(spark, leaked, plan=plan, as_of=dt.date(2026, 9, 1))
+    feats = ["user_id", "sequence", *NUMERIC_STATIC]
+    pd.testing.assert_frame_equal(a[feats], b[feats])
+
+
+def test_removing_events_after_the_horizon_changes_no_label(spark, generated):
+    S = dt.date(2026, 4, 4)
+    plan = {S: "train"}
+    base = {k: v.drop(columns=[c for c in ("order_id",) if c in v]) for k, v in generated.items()}
+    cut = _ts(S) + pd.Timedelta(days=H)
+    trimmed = {k: v[v["ts"] < cut] if k != "users" else v for k, v in base.items()}
+    a = _spark_features(spark, base, plan=plan)
+    b = _spark_features(spark, trimmed, plan=plan)
+    pd.testing.assert_frame_equal(a[["user_id", "label"]], b[["user_id", "label"]])
+
+
+def test_feature_table_write_is_idempotent_per_snapshot(spark, tmp_path):
+    pdfs = hand_made()
+    df = build_features(spark, _spark_tables(spark, pdfs), PLAN, **KW)
+    path = str(tmp_path / "features")
+    v0 = write_features(df, path, list(PLAN), {"orders": {"version": 3}})
+    n = spark.read.format("delta").load(path).count()
+    v1 = write_features(df, path, list(PLAN), {"orders": {"version": 3}})
+    t = spark.read.format("delta").load(path)
+    assert v1 == v0 + 1 and t.count() == n
+    assert t.groupBy("user_id", "snapshot_date").count().where("count > 1").count() == 0
+    # rewriting one snapshot leaves the others alone
+    one = sorted(PLAN)[0]
+    n_one = t.where(F.col("snapshot_date") == F.lit(one)).count()
+    assert n_one > 0
+    write_features(df.where(F.col("snapshot_date") == F.lit(one)).limit(0), path, [one], {})
+    after = spark.read.format("delta").load(path)
+    assert after.where(F.col("snapshot_date") == F.lit(one)).count() == 0
+    assert after.count() == n - n_one
+    import json
+    from delta.tables import DeltaTable
+    meta = DeltaTable.forPath(spark, path).history().where(f"version = {v1}").select("userMetadata").first()[0]
+    assert json.loads(meta)["inputs"]["orders"]["version"] == 3
