@@ -18,7 +18,7 @@ import pandas as pd
 from .bundle import Bundle, bundle_digest, load_bundle
 
 _CACHE: Dict[str, Bundle] = {}
-LOADS = {"count": 0}  # how many times this process loaded a bundle (checked by tests and benchmarks)
+LOADS: Dict[str, int] = {}  # bundle reference -> loads in this process (checked by tests and benchmarks)
 RECENT_DAYS = 28
 
 
@@ -52,7 +52,7 @@ def get_bundle(ref: str) -> Bundle:
     """Once per Python worker process: later calls return the cached bundle."""
     if ref not in _CACHE:
         _CACHE[ref] = load_bundle(resolve(ref))
-        LOADS["count"] += 1
+        LOADS[ref] = LOADS.get(ref, 0) + 1
     return _CACHE[ref]
 
 
@@ -79,7 +79,7 @@ def attributions(b: Bundle, inputs: Dict[str, np.ndarray]) -> tuple[np.ndarray, 
 
 def reason_codes(b: Bundle, inputs: Dict[str, np.ndarray], raw_sequences: np.ndarray, top: int = 3) -> List[List[str]]:
     """Up to ``top`` codes per user for the groups that push the churn logit up the most."""
-    from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+    from .feature_spec import NUMERIC_STATIC
 
     a_seq, a_st = attributions(b, inputs)
     stats = b.stats
@@ -95,16 +95,10 @@ def reason_codes(b: Bundle, inputs: Dict[str, np.ndarray], raw_sequences: np.nda
         names.append(("recent", ch))
         groups.append(a_seq[:, :T - R, c].sum(axis=1))
         names.append(("earlier", ch))
-    n_num = len(NUMERIC_STATIC)
     for j, f in enumerate(NUMERIC_STATIC):
         groups.append(a_st[:, j])
         names.append(("static", f))
-    offset = n_num
-    for col in CATEGORICAL_STATIC:
-        width = len(stats.vocab[col]) + 1
-        groups.append(a_st[:, offset:offset + width].sum(axis=1))
-        names.append(("cat", col))
-        offset += width
+    # one-hot profile columns are left out: against an all-zero baseline they say nothing actionable
     scores = np.stack(groups, axis=1)  # (n, G)
     order = np.argsort(-scores, axis=1, kind="stable")
     out: List[List[str]] = []
@@ -122,10 +116,8 @@ def reason_codes(b: Bundle, inputs: Dict[str, np.ndarray], raw_sequences: np.nda
                     code = f"{what}_{'down' if recent_raw[i, c] < earlier_raw[i, c] else 'up'}_{win}"
                 else:
                     code = f"{what}_{'low' if inputs['sequence'][i, :T - R, c].mean() < 0 else 'high'}_before_{win}"
-            elif kind == "static":
-                code = f"{what}_{'high' if inputs['static'][i, NUMERIC_STATIC.index(what)] > 0 else 'low'}"
             else:
-                code = f"{what}_profile"
+                code = f"{what}_{'high' if inputs['static'][i, NUMERIC_STATIC.index(what)] > 0 else 'low'}"
             if code not in codes:
                 codes.append(code)
         out.append(codes)

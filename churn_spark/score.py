@@ -122,6 +122,9 @@ def score(spark: SparkSession, cfg: Config, snapshot: Optional[dt.date] = None, 
     features = spark.read.format("delta").option("versionAsOf", fv).load(cfg.features_path)
     snapshot = snapshot or latest_score_snapshot(features)
     rows = features.where(F.col("snapshot_date") == F.lit(snapshot))
+    if rows.limit(1).count() == 0:
+        raise ScoringError(f"the feature table {cfg.features_path} (version {fv}) has no feature rows for snapshot "
+                           f"{snapshot}: run build_sequences for it first")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.batch_size))
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
     t0 = time.time()

@@ -1,0 +1,226 @@
+"""The weekly job end to end on a generated lake: features -> Horovod training -> pandas-UDF scoring -> report."""
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from churn_spark import pipeline, registry
+from churn_spark.bundle import ModelIntegrityError, load_bundle
+from churn_spark.feature_spec import NUMERIC_STATIC
+from churn_spark.generator import LakeSpec, write_lake
+from churn_spark.predict import get_bundle, score_frame, ship_model
+from churn_spark.score import ScoringError, score
+from conftest import make_config
+
+pytestmark = pytest.mark.slow
+RUN = dt.date(2026, 11, 2)
+SMALL = ["training.epochs=4", "training.batch_size=64", "training.conv_filters=16", "training.rnn_units=16",
+         "training.gbt_max_iter=8", "snapshots.n_labelled=4", "scoring.batch_size=100"]
+
+
+@pytest.fixture(scope="module")
+def weekly(spark, tmp_path_factory):
+    cfg = make_config(tmp_path_factory.mktemp("weekly"), *SMALL)
+    write_lake(spark, LakeSpec(users=1000, weeks=52, end_date=RUN, seed=21, dirty=True), cfg.lake_dir)
+    log = pipeline.weekly(spark, cfg, RUN)
+    return cfg, log
+
+
+def _risk(spark, cfg, version=None):
+    r = spark.read.format("delta")
+    if version is not None:
+        r = r.option("versionAsOf", version)
+    return r.load(cfg.risk_table_path)
+
+
+def _features(spark, cfg, snapshot):
+    return spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(snapshot))
+
+
+def test_every_step_recorded(weekly):
+    cfg, log = weekly
+    steps = log["steps"]
+    assert list(steps) == list(pipeline.STEPS)
+    assert steps["train"]["mlflow_run_id"] and steps["score"]["snapshot"] == RUN.isoformat()
+    ingest = steps["build_sequences"]["ingest"]
+    for source, c in ingest.items():
+        assert c["rows_in"] == c["used"] + c["quarantined"] + c["deduplicated"], source
+    assert ingest["orders"]["quarantined"] > 0 and ingest["events"]["deduplicated"] > 0  # the dirty lake
+
+
+def test_every_eligible_user_scored_exactly_once(spark, weekly):
+    cfg, _ = weekly
+    risk = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN))
+    eligible = _features(spark, cfg, RUN)
+    assert risk.count() == eligible.count() > 100
+    assert risk.select("user_id").distinct().count() == risk.count()
+    assert risk.join(eligible, "user_id", "left_anti").count() == 0
+    s = risk.agg(F.min("churn_probability"), F.max("churn_probability"), F.min("risk_rank"), F.max("risk_rank")).first()
+    assert 0.0 <= s[0] <= s[1] <= 1.0 and s[2] == 1 and s[3] == risk.count()
+    row = risk.orderBy("risk_rank").first()
+    assert row.model_name == cfg.registry.model_name and row.model_version == "1"
+    assert row.feature_table_version == weekly[1]["steps"]["build_sequences"]["features_version"]
+    assert row.risk_tier in cfg.scoring.tiers and 0 < len(row.top_reasons) <= 3
+
+
+def test_probabilities_equal_plain_predict(spark, weekly):
+    cfg, _ = weekly
+    model_dir, _ = registry.download_version(cfg)
+    b = load_bundle(model_dir)
+    pdf = _features(spark, cfg, RUN).toPandas()
+    expected = b.calibrator(np.asarray(b.model.predict(b.stats.inputs(pdf), verbose=0)).reshape(-1))
+    got = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).select("user_id", "churn_probability").toPandas()
+    merged = pd.DataFrame({"user_id": pdf.user_id, "expected": np.clip(expected, 0, 1)}).merge(got, on="user_id")
+    assert len(merged) == len(pdf)
+    np.testing.assert_allclose(merged.churn_probability, merged.expected, atol=1e-5)
+
+
+def test_model_loaded_once_per_python_worker(spark, weekly):
+    cfg, _ = weekly
+    model_dir, _ = registry.download_version(cfg)
+    ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
+
+    def probe(batches):
+        import os as _os
+
+        from churn_spark import predict
+        for pdf in batches:
+            get_bundle(ref)
+            yield pd.DataFrame({"pid": [_os.getpid()], "loads": [predict.LOADS[ref]], "rows": [len(pdf)]})
+
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
+    out = _features(spark, cfg, RUN).repartition(4).mapInPandas(probe, "pid long, loads long, rows long").toPandas()
+    assert len(out) > out.pid.nunique()  # many batches per worker ...
+    assert out.groupby("pid").loads.max().max() == 1  # ... but one load each
+
+
+def test_catalog_table_and_latest_view(spark, weekly):
+    cfg, _ = weekly
+    n = spark.sql(f"SELECT count(*) FROM {cfg.scoring.catalog_table} WHERE snapshot_date = DATE'{RUN}'").first()[0]
+    assert n == _features(spark, cfg, RUN).count()
+    tiers = spark.sql("SELECT risk_tier, count(*) n FROM churn.churn_risk_latest GROUP BY risk_tier").collect()
+    assert sum(r.n for r in tiers) == n
+
+
+def test_rerun_skips_completed_steps(spark, weekly):
+    cfg, log = weekly
+    version = _risk(spark, cfg).sparkSession.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`") \
+        .agg(F.max("version")).first()[0]
+    again = pipeline.weekly(spark, cfg, RUN)
+    assert again["steps"] == json.loads(json.dumps(log["steps"], default=str))
+    after = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    assert after == version
+
+
+def test_rescoring_replaces_only_its_partition_and_time_travel_keeps_the_old(spark, weekly):
+    cfg, _ = weekly
+    other = dt.date(2026, 10, 3)  # the test snapshot: also scoreable
+    first_other = score(spark, cfg, snapshot=other)
+    before = _risk(spark, cfg, first_other.table_version)
+    snap = lambda df, d: df.where(F.col("snapshot_date") == F.lit(d)).drop("scored_at", "run_id")  # noqa: E731
+    cols = ["user_id", "churn_probability", "risk_tier", "risk_rank", "top_reasons"]
+    run_rows = snap(before, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True)
+    other_rows = snap(before, other).select(cols).toPandas().sort_values("user_id").reset_index(drop=True)
+    again = score(spark, cfg, snapshot=RUN)
+    assert again.table_version == first_other.table_version + 1
+    now = _risk(spark, cfg)
+    pd.testing.assert_frame_equal(snap(now, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True),
+                                  run_rows)  # same rows, same values, reasons deterministic
+    pd.testing.assert_frame_equal(snap(now, other).select(cols).toPandas().sort_values("user_id").reset_index(drop=True),
+                                  other_rows)  # the other snapshot is untouched
+    assert now.count() == len(run_rows) + len(other_rows)
+    old = _risk(spark, cfg, first_other.table_version - 1)
+    assert old.where(F.col("snapshot_date") == F.lit(other)).count() == 0  # time travel: before `other` was scored
+
+
+def test_reasons_point_at_the_planted_channel(spark, weekly):
+    """A hand-made user whose orders stopped four weeks ago gets an order-related reason; a steady one does not."""
+    cfg, _ = weekly
+    model_dir, _ = registry.download_version(cfg)
+    b = load_bundle(model_dir)
+    T, C = b.stats.n_buckets, len(b.stats.channels)
+    ch = b.stats.channels
+    steady = np.zeros((T, C))
+    for name, v in {"orders": 1, "spend": 60, "items": 2, "views": 12, "carts": 2, "favourites": 1, "searches": 4,
+                    "reviews": 0.3, "rating_mean": 4.5, "active_days": 4}.items():
+        steady[:, ch.index(name)] = v
+    stopped = steady.copy()
+    for name in ("orders", "spend", "items", "reviews", "rating_mean"):
+        stopped[-4:, ch.index(name)] = 0
+    stopped[-4:, ch.index("active_days")] = 2
+    static = {"tenure_days": 400.0, "lifetime_orders": 40.0, "lifetime_spend": 2400.0, "mean_order_value": 60.0,
+              "days_since_last_event": 1.0}
+    rows = pd.DataFrame([
+        {"user_id": "steady", "sequence": steady.reshape(-1).tolist(), **static, "days_since_last_order": 3.0},
+        {"user_id": "stopped", "sequence": stopped.reshape(-1).tolist(), **static, "days_since_last_order": 29.0},
+    ])
+    rows["country"], rows["channel"] = "DE", "organic"
+    df = spark.createDataFrame(rows[["user_id", "sequence", *NUMERIC_STATIC, "country", "channel"]])
+    ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
+    out = {r.user_id: r for r in score_frame(df, ref, ["user_id"], with_reasons=True).collect()}
+    assert out["stopped"].churn_probability > out["steady"].churn_probability
+    order_codes = ("orders_", "spend_", "items_", "days_since_last_order")
+    assert any(code.startswith(order_codes) for code in out["stopped"].top_reasons), out["stopped"].top_reasons
+    again = {r.user_id: r.top_reasons for r in score_frame(df, ref, ["user_id"], with_reasons=True).collect()}
+    assert again["stopped"] == out["stopped"].top_reasons  # deterministic
+
+
+def test_missing_or_corrupt_model_fails_clearly_and_writes_nothing(spark, weekly):
+    cfg, _ = weekly
+    version = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    with pytest.raises(Exception, match="99"):
+        score(spark, cfg, snapshot=RUN, model_version="99")
+    model_dir, _ = registry.download_version(cfg)
+    backup = Path(str(model_dir) + ".bak")
+    shutil.copytree(model_dir, backup)
+    try:
+        with open(Path(model_dir) / "weights.h5", "r+b") as f:
+            f.seek(200)
+            f.write(b"\x00corrupt\x00")
+        with pytest.raises(ModelIntegrityError, match="checksum"):
+            score(spark, cfg, snapshot=RUN)
+        os.remove(Path(model_dir) / "weights.h5")
+        with pytest.raises(ModelIntegrityError, match="missing"):
+            score(spark, cfg, snapshot=RUN)
+    finally:
+        shutil.rmtree(model_dir)
+        shutil.move(backup, model_dir)
+    after = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    assert after == version
+
+
+def test_snapshot_without_rows_is_a_clear_error(spark, weekly):
+    cfg, _ = weekly
+    with pytest.raises(ScoringError, match="no feature rows"):
+        score(spark, cfg, snapshot=dt.date(2020, 1, 1))
+
+
+def test_report_numbers_match_mlflow_and_delta(spark, weekly):
+    from churn_spark.report import gather
+
+    cfg, log = weekly
+    path = Path(log["steps"]["report"]["report"])
+    html = path.read_text()
+    assert path.stat().st_size < 3_000_000 and "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html
+    data = gather(spark, cfg, RUN, log["steps"]["build_sequences"]["ingest"])
+    nums = data.numbers()
+    run = registry.client(cfg).get_run(log["steps"]["train"]["mlflow_run_id"])
+    for model in ("deep", "lr_rfm", "gbt"):
+        for metric in ("roc_auc", "pr_auc", "brier"):
+            assert nums[f"{model}.{metric}"] == pytest.approx(run.data.metrics[f"{model}_test_{metric}"])
+            assert f"{nums[f'{model}.{metric}']:.4f}" in html
+    tiers = {r.risk_tier: r.n for r in _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN))
+             .groupBy("risk_tier").agg(F.count("*").alias("n")).collect()}
+    for tier, n in tiers.items():
+        assert nums[f"tier.{tier}"] == n
+    assert nums["users_scored"] == sum(tiers.values())
+    q = spark.read.format("delta").load(cfg.quarantine_path).where(F.col("run_id") == f"build-{RUN}")
+    assert nums["quarantine.total"] == q.count() > 0
+    assert any(k.startswith("psi.") for k in nums)
