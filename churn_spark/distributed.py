@@ -76,6 +76,32 @@ def _static_columns() -> List[str]:
     return NUMERIC_STATIC + CATEGORICAL_STATIC
 
 
+def executor_identity() -> Dict:
+    """The Spark executor this rank runs under: found by walking up the process tree to the executor JVM.
+
+    Horovod starts ranks from the task with the driver's working directory, so the rank's own cwd says nothing;
+    the executor JVM's command line carries its id and its cwd is ``<worker dir>/<app id>/<executor id>``.
+    """
+    pid = os.getppid()
+    for _ in range(12):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            break
+        args = [a.decode(errors="replace") for a in cmd]
+        is_java = bool(args) and os.path.basename(args[0]) == "java"
+        if is_java and "org.apache.spark.executor.CoarseGrainedExecutorBackend" in args:
+            eid = args[args.index("--executor-id") + 1] if "--executor-id" in args else "?"
+            return {"executor_id": eid, "executor_cwd": os.readlink(f"/proc/{pid}/cwd")}
+        if is_java and "org.apache.spark.deploy.SparkSubmit" in args:
+            return {"executor_id": "driver", "executor_cwd": os.readlink(f"/proc/{pid}/cwd")}
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return {"executor_id": "unknown", "executor_cwd": ""}
+
+
 def weights_digest(model) -> str:
     h = hashlib.sha256()
     for w in model.get_weights():
@@ -165,7 +191,7 @@ def _rank_main(args: Dict) -> Dict:
         state_file.write_text(json.dumps({**done, "complete": True}))
     hvd.allreduce(tf.constant(0.0), name="churn_spark_done")  # barrier: rank 0 has written the bundle
     return {
-        "rank": rank, "size": size, "host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd(),
+        "rank": rank, "size": size, "host": socket.gethostname(), "pid": os.getpid(), **executor_identity(),
         "resumed": resumed, "initial_epoch": initial_epoch, "epochs_run": epochs_run,
         "samples_per_s": (epochs_run * steps * batch / seconds) if epochs_run and seconds > 0 else 0.0,
         "weights_digest": weights_digest(model), "history": history,

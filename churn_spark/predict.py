@@ -23,18 +23,22 @@ RECENT_DAYS = 28
 
 
 def ship_model(spark, model_dir: str, staging_root: str) -> str:
-    """Verify the bundle, copy it under a content-addressed name and ``addFile`` it; returns a worker reference."""
+    """Verify the bundle, zip it under a content-addressed name and ``addArchive`` it; returns a worker reference.
+
+    Spark unpacks the archive on every executor (local mode included), so the same reference works on YARN,
+    Kubernetes, standalone and local; directories cannot be shipped with ``addFile`` outside local mode.
+    """
     digest = bundle_digest(model_dir)  # refuses a corrupt bundle before any task starts
     name = f"model-{digest[:16]}"
-    target = Path(staging_root, name)
-    if not target.exists():
-        tmp = Path(staging_root, f".{name}.{os.getpid()}")
-        shutil.copytree(model_dir, tmp)
-        os.replace(tmp, target)
+    archive = Path(staging_root, f"{name}.zip")
+    if not archive.exists():
+        Path(staging_root).mkdir(parents=True, exist_ok=True)
+        tmp = shutil.make_archive(str(Path(staging_root, f".{name}.{os.getpid()}")), "zip", root_dir=model_dir)
+        os.replace(tmp, archive)
     if name not in _SHIPPED:
-        spark.sparkContext.addFile(str(target.resolve()), recursive=True)
+        spark.sparkContext.addArchive(str(archive.resolve()))
         _SHIPPED.add(name)
-    return f"sparkfiles:{name}"
+    return f"sparkfiles:{archive.name}"
 
 
 _SHIPPED: set = set()

@@ -25,9 +25,14 @@ class DeltaUnavailable(RuntimeError):
 
 
 def _submitted_conf() -> dict:
-    """Settings spark-submit passed to this driver (it exports them as spark.* system properties)."""
-    from pyspark import SparkConf
+    """Settings spark-submit gave this driver. Under spark-submit the JVM already runs (PYSPARK_GATEWAY_PORT is
+    set) and holds them as system properties; a plain ``python`` start has none, and the JVM is launched later
+    with the builder's settings."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return {}
+    from pyspark import SparkConf, SparkContext
 
+    SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
 
 

@@ -229,7 +229,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         "run_date": run_date.isoformat(), "features_version": version, "model_name": cfg.registry.model_name,
         "snapshots": {s: [d.isoformat() for d, x in sorted(plan.items()) if x == s] for s in (*SPLITS, "score")},
         "models": ev["models"], "validation": ev["validation"], "gate": decision,
-        "training": {"ranks": [{k: r[k] for k in ("rank", "host", "cwd", "samples_per_s", "epochs_run",
+        "training": {"ranks": [{k: r[k] for k in ("rank", "host", "executor_id", "executor_cwd", "samples_per_s", "epochs_run",
                                                    "resumed", "weights_digest")} for r in ranks],
                      "samples_per_s_total": float(sum(r["samples_per_s"] for r in ranks)),
                      "epochs": ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
