@@ -58,6 +58,12 @@ class IngestResult:
     quarantine: Optional[DataFrame]
     counts: Dict[str, SourceCounts]
     lineage: Dict[str, dict]
+    cached: List[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop the cached validated rows once the features are written."""
+        for df in self.cached:
+            df.unpersist()
 
     def summary(self) -> dict:
         return {n: {"rows_in": c.rows_in, "used": c.used, "quarantined": c.quarantined,
@@ -199,10 +205,11 @@ def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> Ing
     """Read + validate every configured source. Raises :class:`BadInputError` above the bad-row threshold."""
     from pyspark import StorageLevel
 
-    tables, quarantine, counts, lineage = {}, [], {}, {}
+    tables, quarantine, counts, lineage, cached = {}, [], {}, {}, []
     for name in cfg.sources:
         raw, lineage[name] = read_source(spark, cfg, name)
         annotated = canonicalize(raw, cfg, name, clock).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(annotated)
         stats = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count("*").alias("n")).collect()}
         c = SourceCounts(rows_in=sum(stats.values()), used=stats.pop(None, 0),
                          deduplicated=stats.get("exact_duplicate", 0), by_reason=dict(sorted(stats.items())))
@@ -226,7 +233,7 @@ def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> Ing
     q = quarantine[0]
     for other in quarantine[1:]:
         q = q.unionByName(other)
-    return IngestResult(tables=tables, quarantine=q, counts=counts, lineage=lineage)
+    return IngestResult(tables=tables, quarantine=q, counts=counts, lineage=lineage, cached=cached)
 
 
 def write_quarantine(result: IngestResult, path: str, run_id: str) -> int:

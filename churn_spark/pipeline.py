@@ -57,8 +57,7 @@ def build_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict
         feats = sequences.build_from_config(spark, cfg, res.tables, run_date)
         version = sequences.write_features(feats, cfg.features_path, list(plan), res.lineage)
         quarantined = lake.write_quarantine(res, cfg.quarantine_path, run_id)
-        for df in res.tables.values():
-            df.unpersist()
+        res.release()
         info.update(features_version=version, quarantined=quarantined)
     return {"features_version": version, "inputs": res.lineage, "ingest": res.summary(),
             "snapshots": {d.isoformat(): s for d, s in sorted(plan.items())}}

@@ -1,0 +1,58 @@
+"""Horovod scaling: the same training data and model on 1 rank and on 2 ranks (Gloo, CPU), in one run.
+
+Reports global samples/s (sum over ranks). On a 2-core machine each rank gets one core (TF pinned to 1 thread),
+so the ideal ratio is 2.0; data feeding, allreduce and Spark's own share of the cores take their part.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import RUN, config, ensure_lake, session
+
+
+def main(users: int = 3000, epochs: int = 3) -> dict:
+    from churn_spark.distributed import assign_shards, shard_rows
+    from churn_spark.feature_spec import channels_for
+    from churn_spark.pipeline import build_sequences
+    from churn_spark.preprocess import compute_stats
+    from churn_spark.train import export_split, features_version, load_splits, run_horovod
+
+    cfg = config(users, f"training.epochs={epochs}", "training.patience=100")
+    spark = session(cfg)
+    ensure_lake(spark, cfg, users)
+    if not Path(cfg.features_path, "_delta_log").is_dir():
+        build_sequences(spark, cfg, RUN)
+    splits = load_splits(spark, cfg, RUN, features_version(spark, cfg.features_path))
+    stats = compute_stats(splits["train"], channels_for(list(cfg.sources)), cfg.sequence.n_buckets,
+                          cfg.sequence.bucket_days)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ranks-"))
+    files = {s: export_split(splits[s], str(tmp / s), 8) for s in ("train", "validation")}
+    out = {"users": users, "epochs": epochs, "batch_size": cfg.training.batch_size}
+    for n in (1, 2):
+        shards = {s: assign_shards(files[s], n) for s in files}
+        rows = {s: [shard_rows(x) for x in shards[s]] for s in shards}
+        # the same number of samples per epoch in both runs: global batch = batch * ranks
+        steps = max(1, sum(rows["train"]) // (cfg.training.batch_size * n))
+        args = {"training": cfg.training.model_dump(), "stats": stats.to_json(), "pos_weight": 2.0,
+                "train_files": shards["train"], "val_files": shards["validation"], "steps_per_epoch": steps,
+                "validation_steps": max(1, min(rows["validation"]) // cfg.training.batch_size),
+                "checkpoint_dir": str(tmp / f"ckpt-{n}"), "model_dir": str(tmp / f"model-{n}"), "threads": 1}
+        ranks = run_horovod(spark, args, n, 1800)
+        out[f"ranks_{n}_samples_per_s"] = round(sum(r["samples_per_s"] for r in ranks), 1)
+        out[f"ranks_{n}_train_rows"] = sum(rows["train"])
+    out["speedup_2_vs_1"] = round(out["ranks_2_samples_per_s"] / out["ranks_1_samples_per_s"], 2)
+    shutil.rmtree(tmp, ignore_errors=True)
+    spark.stop()
+    return out
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--epochs", type=int, default=3)
+    a = p.parse_args()
+    print(json.dumps(main(a.users, a.epochs), indent=1))

@@ -1,0 +1,98 @@
+"""Scoring throughput, measured in one run on the same rows: raw ``model.predict`` in one process (the physical
+limit for this model) vs the pandas-UDF scorer (mapInPandas, Arrow batches) vs a row-at-a-time Python UDF, and the
+cost of reasons on top."""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+import numpy as np
+
+from common import RUN, config, ensure_lake, session, timed
+
+
+def _bundle(spark, cfg, rows_df, directory: str) -> str:
+    from churn_spark.bundle import save_bundle
+    from churn_spark.feature_spec import channels_for
+    from churn_spark.model import model_from_config
+    from churn_spark.preprocess import compute_stats
+
+    stats = compute_stats(rows_df, channels_for(list(cfg.sources)), cfg.sequence.n_buckets, cfg.sequence.bucket_days)
+    model = model_from_config(cfg.training.model_dump(), stats.n_buckets, len(stats.channels), stats.n_static)
+    save_bundle(directory, model, stats)
+    return directory
+
+
+def main(users: int = 3000, replicate: int = 8) -> dict:
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from churn_spark.lake import ingest
+    from churn_spark.predict import get_bundle, raw_probability, score_frame, ship_model
+    from churn_spark.sequences import build_features
+
+    cfg = config(users)
+    spark = session(cfg)
+    ensure_lake(spark, cfg, users)
+    res = ingest(spark, cfg, "bench", RUN)
+    s = cfg.sequence
+    feats = build_features(spark, res.tables, {RUN: "score"}, n_buckets=s.n_buckets, bucket_days=s.bucket_days,
+                           lookback_days=cfg.lookback_days, horizon_days=cfg.snapshots.horizon_days, as_of=RUN)
+    rows = feats.crossJoin(spark.range(replicate).withColumnRenamed("id", "copy")) \
+        .withColumn("user_id", F.concat_ws("-", "user_id", "copy")).drop("copy").repartition(2).cache()
+    n = rows.count()
+    model_dir = _bundle(spark, cfg, rows, tempfile.mkdtemp(prefix="bench-model-"))
+    ref = ship_model(spark, model_dir, tempfile.mkdtemp(prefix="bench-ship-"))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.batch_size))
+
+    # 1. raw predict in this process on the same rows (pandas already in memory: the physical limit)
+    pdf = rows.toPandas()
+    b = get_bundle(model_dir)
+    inputs = b.stats.inputs(pdf)
+    raw_probability(b, {k: v[:256] for k, v in inputs.items()})  # warm-up
+    _, t_raw = timed(lambda: np.asarray(b.model.predict(inputs, batch_size=cfg.scoring.batch_size, verbose=0)))
+    _, t_raw_prep = timed(lambda: b.model.predict(b.stats.inputs(pdf), batch_size=cfg.scoring.batch_size, verbose=0))
+
+    def run_udf(with_reasons: bool):
+        return score_frame(rows, ref, ["user_id"], with_reasons=with_reasons) \
+            .agg(F.sum("churn_probability")).first()[0]
+
+    run_udf(False)  # warm-up: workers start, model loads once per worker
+    _, t_udf = timed(run_udf, False)
+    _, t_udf_reasons = timed(run_udf, True)
+
+    # 3. row-at-a-time Python UDF (one model call per user)
+    def one(seq, *statics):
+        import pandas as pd
+
+        from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+        bb = get_bundle(ref)
+        row = pd.DataFrame([dict(zip(["sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC], [seq, *statics]))])
+        return float(raw_probability(bb, bb.stats.inputs(row))[0])
+
+    from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+    row_udf = F.udf(one, T.DoubleType())
+    sample = rows.limit(min(n, 2000))
+    n_row = sample.count()
+    sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p")).limit(10).collect()
+    _, t_row = timed(lambda: sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p"))
+                     .agg(F.sum("p")).first())
+    out = {"rows": n, "arrow_batch": cfg.scoring.batch_size,
+           "raw_predict_users_per_s": round(n / t_raw), "raw_predict_with_preprocess_users_per_s": round(n / t_raw_prep),
+           "pandas_udf_users_per_s": round(n / t_udf), "pandas_udf_with_reasons_users_per_s": round(n / t_udf_reasons),
+           "row_udf_users_per_s": round(n_row / t_row), "row_udf_rows": n_row,
+           "pandas_udf_vs_raw_predict": round(t_raw / t_udf, 3),
+           "pandas_udf_vs_raw_predict_with_preprocess": round(t_raw_prep / t_udf, 3),
+           "reasons_cost_factor": round(t_udf_reasons / t_udf, 2),
+           "pandas_udf_vs_row_udf": round((n / t_udf) / (n_row / t_row), 1)}
+    spark.stop()
+    return out
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--replicate", type=int, default=8)
+    a = p.parse_args()
+    print(json.dumps(main(a.users, a.replicate), indent=1))
