@@ -27,7 +27,7 @@ CANONICAL = {
     "reviews": {"user_id": True, "ts": True, "rating": True},
     "users": {"user_id": True, "ts": False, "country": False, "channel": False},
 }
-REASONS = ["malformed_row", "null_user_id", "null_ts", "unparseable_ts", "future_ts", "bad_amount",
+REASONS = ["malformed_row", "bad_encoding", "null_user_id", "null_ts", "unparseable_ts", "future_ts", "bad_amount",
            "negative_amount", "bad_n_items", "unknown_event_type", "bad_rating", "exact_duplicate"]
 CORRUPT = "_corrupt_record"
 
@@ -146,6 +146,7 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     reasons: List[tuple[Column, str]] = []
     if CORRUPT in present:
         reasons.append((F.col(CORRUPT).isNotNull(), "malformed_row"))
+    reasons.append((raw_json.contains("\ufffd"), "bad_encoding"))  # bytes that were not valid in the encoding
 
     uid = F.trim(F.col(mapping["user_id"]).cast("string"))
     out["user_id"] = uid

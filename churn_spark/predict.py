@@ -133,7 +133,11 @@ def make_scorer(ref: str, keep: List[str], with_reasons: bool):
     """The function given to ``mapInPandas``: iterator of Arrow batches in, scored batches out."""
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import sys
+        import time
+
         b = get_bundle(ref)
+        done, t0, last = 0, time.time(), time.time()
         for pdf in batches:
             inputs = b.stats.inputs(pdf)
             p_raw = raw_probability(b, inputs)
@@ -143,6 +147,11 @@ def make_scorer(ref: str, keep: List[str], with_reasons: bool):
             if with_reasons:
                 raw = np.stack([np.asarray(s, float) for s in pdf["sequence"]]) if len(pdf) else np.zeros((0, 1))
                 out["top_reasons"] = reason_codes(b, inputs, raw) if len(pdf) else []
+            done += len(pdf)
+            if time.time() - last > 10:  # progress of long partitions, in the executor's log
+                last = time.time()
+                print(f"churn_spark scorer pid {os.getpid()}: {done} rows, {done / (last - t0):.0f} rows/s",
+                      file=sys.stderr, flush=True)
             yield out
 
     return score

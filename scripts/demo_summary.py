@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 work, run_date = Path(sys.argv[1]).resolve(), sys.argv[2]
-summary = json.loads((work / "weekly-summary.json").read_text())
+text = (work / "weekly-summary.json").read_text()  # Spark's Ivy resolver may print a line before the JSON
+summary = json.loads(text[text.index("\n{") + 1 if not text.startswith("{") else 0:])
 steps = summary["steps"]
 print("\nchurn-spark demo finished")
 print(f"  lake:           {work / 'lake'}")
@@ -14,4 +15,4 @@ print(f"  risk table:     {Path(summary['risk_table']).resolve()} (Delta, partit
 print(f"  catalog:        {summary['catalog_table']} and churn.churn_risk_latest (metastore under {work / 'metastore'})")
 print(f"  model:          version {steps['train']['model_version']} (promoted: {steps['train']['promoted']})")
 print(f"  MLflow UI:      {summary['mlflow_ui']}")
-print(f"  report:         {steps['report']['report']}")
+print(f"  report:         {Path(steps['report']['report']).resolve()}")

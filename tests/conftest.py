@@ -40,3 +40,23 @@ def spark(work_root):
     session = build_session(cfg, app_name="churn-spark-tests")
     yield session
     session.stop()
+
+
+WEEKLY_RUN = "2026-11-02"
+WEEKLY_SMALL = ["training.epochs=4", "training.batch_size=64", "training.conv_filters=16", "training.rnn_units=16",
+                "training.gbt_max_iter=8", "snapshots.n_labelled=4", "scoring.batch_size=100"]
+
+
+@pytest.fixture(scope="session")
+def weekly_run(spark, tmp_path_factory):
+    """A dirty generated lake put through the whole weekly pipeline once (shared by end-to-end and fault tests)."""
+    import datetime as dt
+
+    from churn_spark import pipeline
+    from churn_spark.generator import LakeSpec, write_lake
+
+    run = dt.date.fromisoformat(WEEKLY_RUN)
+    cfg = make_config(tmp_path_factory.mktemp("weekly"), *WEEKLY_SMALL)
+    write_lake(spark, LakeSpec(users=1000, weeks=52, end_date=run, seed=21, dirty=True), cfg.lake_dir)
+    log = pipeline.weekly(spark, cfg, run)
+    return cfg, log

@@ -13,23 +13,15 @@ from pyspark.sql import functions as F
 from churn_spark import pipeline, registry
 from churn_spark.bundle import ModelIntegrityError, load_bundle
 from churn_spark.feature_spec import NUMERIC_STATIC
-from churn_spark.generator import LakeSpec, write_lake
 from churn_spark.predict import get_bundle, score_frame, ship_model
 from churn_spark.score import ScoringError, score
-from conftest import make_config
+
+@pytest.fixture(scope="module")
+def weekly(weekly_run):
+    return weekly_run
 
 pytestmark = pytest.mark.slow
 RUN = dt.date(2026, 11, 2)
-SMALL = ["training.epochs=4", "training.batch_size=64", "training.conv_filters=16", "training.rnn_units=16",
-         "training.gbt_max_iter=8", "snapshots.n_labelled=4", "scoring.batch_size=100"]
-
-
-@pytest.fixture(scope="module")
-def weekly(spark, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("weekly"), *SMALL)
-    write_lake(spark, LakeSpec(users=1000, weeks=52, end_date=RUN, seed=21, dirty=True), cfg.lake_dir)
-    log = pipeline.weekly(spark, cfg, RUN)
-    return cfg, log
 
 
 def _risk(spark, cfg, version=None):
@@ -224,3 +216,17 @@ def test_report_numbers_match_mlflow_and_delta(spark, weekly):
     q = spark.read.format("delta").load(cfg.quarantine_path).where(F.col("run_id") == f"build-{RUN}")
     assert nums["quarantine.total"] == q.count() > 0
     assert any(k.startswith("psi.") for k in nums)
+
+
+def test_risk_table_reads_without_spark_the_same_as_with_spark(spark, weekly):
+    from churn_spark.delta_reader import read_delta
+
+    cfg, _ = weekly
+    got = read_delta(cfg.risk_table_path, filters={"snapshot_date": RUN.isoformat()})
+    want = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).toPandas()
+    assert len(got) == len(want) > 0 and set(got.snapshot_date) == {RUN}
+    cols = ["user_id", "churn_probability", "risk_tier", "risk_rank"]
+    pd.testing.assert_frame_equal(got[cols].sort_values("user_id").reset_index(drop=True),
+                                  want[cols].sort_values("user_id").reset_index(drop=True), check_dtype=False)
+    first = read_delta(cfg.risk_table_path, version=0)  # time travel without Spark
+    assert len(first) == len(_risk(spark, cfg, 0).toPandas())

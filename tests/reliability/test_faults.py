@@ -1,0 +1,94 @@
+"""Faults: a driver killed mid-write, a Horovod rank lost mid-training, concurrent scoring runs."""
+import datetime as dt
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from churn_spark.pipeline import build_sequences
+from churn_spark.score import score
+from churn_spark.train import TrainingError, train
+from conftest import REPO, WEEKLY_RUN, make_config
+from faults import kill_group, processes_with, start_job, wait, wait_for
+from planted import OVERRIDES, RUN as PLANTED_RUN, write_planted
+
+pytestmark = pytest.mark.slow
+RUN = dt.date.fromisoformat(WEEKLY_RUN)
+OTHER = dt.date(2026, 10, 3)  # the weekly run's test snapshot, also scoreable
+
+
+def _score_args(cfg, snapshot, *extra):
+    return ["score", "--config", str(REPO / "conf" / "local.yaml"), "--set", f"work_dir={cfg.work_dir}",
+            "--set", "spark.conf.spark.sql.shuffle.partitions=2", "--snapshot", snapshot.isoformat(), *extra]
+
+
+def _version(spark, path):
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def _partition(spark, cfg, snapshot):
+    return spark.read.format("delta").load(cfg.risk_table_path).where(F.col("snapshot_date") == F.lit(snapshot))
+
+
+def test_driver_killed_mid_write_leaves_the_previous_version(spark, weekly_run, tmp_path):
+    cfg, _ = weekly_run
+    before = _version(spark, cfg.risk_table_path)
+    rows_before = _partition(spark, cfg, RUN).count()
+    part_dir = Path(cfg.risk_table_path, f"snapshot_date={RUN}")
+    existing = set(part_dir.glob("*.parquet"))
+    # one-row Arrow batches with reasons make the write slow enough to be caught in the middle
+    proc = start_job(_score_args(cfg, RUN, "--set", "scoring.batch_size=1"), tmp_path / "score.log")
+    try:
+        started = wait_for(lambda: set(part_dir.glob("*.parquet")) - existing, timeout=240)
+        assert started, (tmp_path / "score.log").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies while tasks are writing data files
+    finally:
+        kill_group(proc)
+    assert _version(spark, cfg.risk_table_path) == before  # no commit: readers still see the previous version
+    assert _partition(spark, cfg, RUN).count() == rows_before
+    again = score(spark, cfg, snapshot=RUN)  # the rerun completes
+    assert again.table_version == before + 1 and _partition(spark, cfg, RUN).count() == rows_before
+
+
+def test_concurrent_scoring_runs_land_without_duplicates(spark, weekly_run, tmp_path):
+    cfg, _ = weekly_run
+    n_run = _partition(spark, cfg, RUN).count()
+    n_other = spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(OTHER)).count()
+    jobs = [start_job(_score_args(cfg, d), tmp_path / f"score-{i}.log") for i, d in enumerate((RUN, OTHER, RUN))]
+    codes = [wait(p, 600) for p in jobs]
+    assert codes == [0, 0, 0], [(tmp_path / f"score-{i}.log").read_text()[-2000:] for i in range(3)]
+    assert _partition(spark, cfg, RUN).count() == n_run  # two runs of the same snapshot: one result
+    assert _partition(spark, cfg, RUN).select("user_id").distinct().count() == n_run
+    assert _partition(spark, cfg, OTHER).count() == n_other  # the other snapshot landed too
+
+
+def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark, tmp_path):
+    cfg = make_config(tmp_path, *OVERRIDES, "training.epochs=40", "training.patience=40", "training.timeout_s=300")
+    write_planted(spark, cfg.lake_dir, users_per_snapshot=150)
+    version = build_sequences(spark, cfg, PLANTED_RUN)["features_version"]
+    state = Path(cfg.path("checkpoints", f"{PLANTED_RUN}-fv{version}", "state.json"))
+    killed = []
+
+    def killer():
+        if wait_for(lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1, timeout=240, interval=0.1):
+            for pid in processes_with("horovod.spark.task.gloo_exec_fn", "HOROVOD_RANK=1"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    t0 = time.time()
+    with pytest.raises(TrainingError, match="rerun to resume"):
+        train(spark, cfg, PLANTED_RUN, version)
+    assert killed and time.time() - t0 < 300  # failed, and did not hang
+    t.join(5)
+    done_epoch = json.loads(state.read_text())["epoch"]
+    again = train(spark, cfg, PLANTED_RUN, version)
+    assert all(r["resumed"] and r["initial_epoch"] == done_epoch + 1 for r in again.ranks)
+    assert again.ranks[0]["weights_digest"] == again.ranks[1]["weights_digest"]
