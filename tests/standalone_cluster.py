@@ -125,6 +125,22 @@ class StandaloneCluster:
                 out.extend(d for d in descendants(p.pid) if alive(d))
         return out
 
+    def submit(self, cmd: List[str], env: dict, cwd: Path, log: Path, timeout: float) -> int:
+        """Run a spark-submit command line against this cluster in its own process group; its exit code.
+
+        On timeout the whole group is killed and AssertionError carries the submit log and the daemon log tails.
+        """
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                    start_new_session=True)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise AssertionError(f"spark-submit timed out after {timeout}s\n{log.read_text()[-4000:]}\n"
+                                     f"{self.log_tails()}") from None
+
     def log_tails(self, lines: int = 40) -> str:
         parts = [f"--- master log {self.master_log} ---\n{_tail(self.master_log, lines)}"]
         parts += [f"--- worker log {w} ---\n{_tail(w, lines)}" for w in self.worker_logs]

@@ -3,8 +3,6 @@ submitted with deploy/submit.sh. Horovod's two ranks must run on executors of bo
 import datetime as dt
 import json
 import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,15 +35,7 @@ def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
                "weekly", "--config", str(REPO / "conf" / "local.yaml"), "--run-date", RUN.isoformat(),
                "--set", f"work_dir={work}", "--set", "spark.conf.spark.sql.shuffle.partitions=4",
                "--set", "training.epochs=2", "--set", "training.gbt_max_iter=5", "--set", "snapshots.n_labelled=3"]
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                    start_new_session=True)
-            try:
-                rc = proc.wait(timeout=900)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                pytest.fail("weekly job timed out on the cluster\n" + log.read_text()[-5000:])
+        rc = cluster.submit(cmd, env, tmp_path, log, timeout=900)
         assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
         worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
 

@@ -8,7 +8,6 @@ import py_compile
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -365,15 +364,7 @@ def test_standalone_cluster_runs_a_job(tmp_path):
                "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
                "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=60s",
                str(result_file), "2", str(tmp_path / "delta")]
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                    start_new_session=True)
-            try:
-                rc = proc.wait(timeout=420)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                pytest.fail("spark-submit timed out\n" + log.read_text()[-4000:] + "\n" + cluster.log_tails())
+        rc = cluster.submit(cmd, env, tmp_path, log, timeout=420)
         assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
         assert "spark-submit" in log.read_text()  # submit.sh echoes the command it runs
 
