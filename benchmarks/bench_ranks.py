@@ -14,14 +14,14 @@ from pathlib import Path
 from common import RUN, config, ensure_lake, session
 
 
-def main(users: int = 3000, epochs: int = 3) -> dict:
+def main(users: int = 3000, epochs: int = 6, batch_size: int = 512) -> dict:
     from churn_spark.distributed import assign_shards, shard_rows
     from churn_spark.feature_spec import channels_for
     from churn_spark.pipeline import build_sequences
     from churn_spark.preprocess import compute_stats
     from churn_spark.train import export_split, features_version, load_splits, run_horovod
 
-    cfg = config(users, f"training.epochs={epochs}", "training.patience=100")
+    cfg = config(users, f"training.epochs={epochs}", "training.patience=100", f"training.batch_size={batch_size}")
     spark = session(cfg)
     ensure_lake(spark, cfg, users)
     if not Path(cfg.features_path, "_delta_log").is_dir():
@@ -53,6 +53,7 @@ def main(users: int = 3000, epochs: int = 3) -> dict:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=3000)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=512)
     a = p.parse_args()
-    print(json.dumps(main(a.users, a.epochs), indent=1))
+    print(json.dumps(main(a.users, a.epochs, a.batch_size), indent=1))

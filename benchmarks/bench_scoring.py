@@ -24,7 +24,7 @@ def _bundle(spark, cfg, rows_df, directory: str) -> str:
     return directory
 
 
-def main(users: int = 3000, replicate: int = 8) -> dict:
+def main(users: int = 3000, replicate: int = 30) -> dict:
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -93,6 +93,6 @@ def main(users: int = 3000, replicate: int = 8) -> dict:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=3000)
-    p.add_argument("--replicate", type=int, default=8)
+    p.add_argument("--replicate", type=int, default=30)
     a = p.parse_args()
     print(json.dumps(main(a.users, a.replicate), indent=1))

@@ -162,10 +162,12 @@ def _rank_main(args: Dict) -> Dict:
         model.load_weights(str(ckpt / "weights.h5"))
         initial_epoch, resumed = state["epoch"] + 1, True
     best = BestWeights(t["patience"], ckpt if state_file.is_file() else None)
+    speed = Throughput(steps * batch)
     callbacks = [
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),
         best,
+        speed,
     ]
     if rank == 0:
         callbacks += [RankZeroCheckpoint(ckpt, best), EpochLog(t["epochs"], initial_epoch, steps * batch * size)]
@@ -193,7 +195,7 @@ def _rank_main(args: Dict) -> Dict:
     return {
         "rank": rank, "size": size, "host": socket.gethostname(), "pid": os.getpid(), **executor_identity(),
         "resumed": resumed, "initial_epoch": initial_epoch, "epochs_run": epochs_run,
-        "samples_per_s": (epochs_run * steps * batch / seconds) if epochs_run and seconds > 0 else 0.0,
+        "samples_per_s": speed.samples_per_s(), "wall_seconds": seconds,
         "weights_digest": weights_digest(model), "history": history,
     }
 
@@ -258,6 +260,27 @@ class BestWeights(_keras().callbacks.Callback):
             model.load_weights(str(self._best_file))
         elif self.best_weights is not None:
             model.set_weights(self.best_weights)
+
+
+class Throughput(_keras().callbacks.Callback):
+    """Training samples/s of this rank: time from epoch start to its validation pass, first epoch (graph tracing,
+    warm-up) left out when there are later ones."""
+
+    def __init__(self, samples_per_epoch: int):
+        super().__init__()
+        self.samples, self.times, self.t0 = samples_per_epoch, [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()
+
+    def on_test_begin(self, logs=None):
+        if self.t0 is not None:
+            self.times.append(time.time() - self.t0)
+            self.t0 = None
+
+    def samples_per_s(self) -> float:
+        steady = self.times[1:] or self.times
+        return self.samples * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
 
 
 class RankZeroCheckpoint(_keras().callbacks.Callback):

@@ -55,6 +55,10 @@ def resolve(ref: str) -> str:
 def get_bundle(ref: str) -> Bundle:
     """Once per Python worker process: later calls return the cached bundle."""
     if ref not in _CACHE:
+        if ref.startswith("sparkfiles:"):  # inside a Spark Python worker: one TF thread per task slot
+            from .model import quiet_tensorflow
+
+            quiet_tensorflow(threads=int(os.environ.get("CHURN_SPARK_TF_THREADS", "1")))
         _CACHE[ref] = load_bundle(resolve(ref))
         LOADS[ref] = LOADS.get(ref, 0) + 1
     return _CACHE[ref]

@@ -49,8 +49,9 @@ class FeatureStats:
     # -- tensors ---------------------------------------------------------------------------------------
     def sequence_tensor(self, sequences) -> np.ndarray:
         """Raw flattened sequences (n, T*C) -> standardised log1p tensor (n, T, C) float32."""
-        raw = np.asarray(np.stack([np.asarray(s, dtype=np.float64) for s in sequences]) if len(sequences)
-                         else np.zeros((0, self.n_buckets * len(self.channels))), dtype=np.float64)
+        width = self.n_buckets * len(self.channels)
+        raw = (np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
+               if len(sequences) else np.zeros((0, width)))
         x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, self.n_buckets, len(self.channels))
         return ((x - np.asarray(self.seq_mean)) / np.asarray(self.seq_std)).astype(np.float32)
 
