@@ -199,8 +199,14 @@ def inject_dirt(tables: dict[str, DataFrame], spec: LakeSpec) -> dict[str, DataF
 
 def write_lake(spark: SparkSession, spec: LakeSpec, lake_dir: str) -> dict[str, int]:
     """Write the tables (Delta, or CSV for orders/events when ``spec.csv``) and return row counts."""
+    import time
+
+    from .logs import LOG
+
     counts = {}
-    for name, df in generate(spark, spec).items():
+    tables = generate(spark, spec)
+    for i, (name, df) in enumerate(tables.items(), 1):
+        t0 = time.time()
         path = f"{lake_dir}/{name}"
         if spec.csv and name in ("orders", "events"):
             ts_col = "order_ts" if name == "orders" else "event_ts"
@@ -213,4 +219,6 @@ def write_lake(spark: SparkSession, spec: LakeSpec, lake_dir: str) -> dict[str, 
             df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
         counts[name] = spark.read.format("csv" if spec.csv and name in ("orders", "events") else "delta") \
             .option("header", True).load(path).count()
+        LOG.info("generated %s (%d/%d): %d rows in %.1fs -> %s", name, i, len(tables), counts[name],
+                 time.time() - t0, path)
     return counts
