@@ -103,11 +103,6 @@ def _row(page: str, first_cell: str) -> str:
 
 
 # ---- the page -----------------------------------------------------------------------------------------------
-def test_no_spark_started():
-    assert "pyspark.sql.session" not in sys.modules or not getattr(
-        sys.modules["pyspark.sql.session"].SparkSession, "_instantiatedSession", None)
-
-
 def test_self_contained(page):
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
