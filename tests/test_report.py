@@ -5,7 +5,6 @@ import base64
 import datetime as dt
 import math
 import re
-import sys
 
 import numpy as np
 import pandas as pd
