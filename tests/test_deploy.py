@@ -100,21 +100,21 @@ def _check_spark_app_spec(spec: dict, where: str, main_file: str = "jobs/weekly.
         assert spec[role]["cores"] >= 1 and re.fullmatch(r"\d+[mg]", spec[role]["memory"]), f"{where} {role}"
 
 
+def _only_operator_doc(path, kind: str) -> dict:
+    """The single spark-operator document of ``kind`` in a manifest file."""
+    docs = [d for d in _yaml_docs(path) if d.get("kind") == kind]
+    assert len(docs) == 1, f"{path}: expected one {kind}"
+    assert docs[0]["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    return docs[0]
+
+
 def test_sparkapplication_manifest():
-    docs = _yaml_docs(K8S_APP)
-    apps = [d for d in docs if d.get("kind") == "SparkApplication"]
-    assert len(apps) == 1
-    app = apps[0]
-    assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    app = _only_operator_doc(K8S_APP, "SparkApplication")
     _check_spark_app_spec(app["spec"], str(K8S_APP))
 
 
 def test_scheduled_sparkapplication_manifest():
-    docs = _yaml_docs(K8S_SCHEDULED)
-    sched = [d for d in docs if d.get("kind") == "ScheduledSparkApplication"]
-    assert len(sched) == 1
-    s = sched[0]
-    assert s["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    s = _only_operator_doc(K8S_SCHEDULED, "ScheduledSparkApplication")
     spec = s["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
     fields = spec["schedule"].split()
