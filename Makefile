@@ -15,8 +15,9 @@ setup:
 	@bash scripts/setup_venv.sh
 
 demo: setup
-	$(VENV)/bin/churn-spark generate-lake --config conf/local.yaml --set work_dir=$(DEMO_WORK) \
-	  --users $(DEMO_USERS) --end-date $(RUN_DATE) --dirty
+	@if [ -d $(DEMO_WORK)/lake/orders/_delta_log ]; then echo "demo lake exists in $(DEMO_WORK)/lake (make clean to regenerate)"; \
+	else $(VENV)/bin/churn-spark generate-lake --config conf/local.yaml --set work_dir=$(DEMO_WORK) \
+	  --users $(DEMO_USERS) --end-date $(RUN_DATE) --dirty; fi
 	$(VENV)/bin/churn-spark weekly --config conf/local.yaml --set work_dir=$(DEMO_WORK) --run-date $(RUN_DATE) \
 	  > $(DEMO_WORK)/weekly-summary.json
 	@$(PY) scripts/demo_summary.py $(DEMO_WORK) $(RUN_DATE)
