@@ -1,6 +1,6 @@
 """Distributed inference: a ``mapInPandas`` that loads the model once per Python worker and scores Arrow batches.
 
-The bundle is shipped with ``SparkContext.addFile`` (works in local mode and on any cluster manager) and loaded
+The bundle is shipped as a zip with ``SparkContext.addArchive`` (local mode and every cluster manager) and loaded
 on first use in each Python worker; Spark reuses workers (``spark.python.worker.reuse``), so later batches and
 tasks hit the in-process cache. Reasons are the model's own gradient x input attributions, summed per channel and
 time window (and per static feature), turned into short codes.

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -189,6 +190,8 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
     T = cfg.sequence.n_buckets
     with step("training data", run_date=run_date, features_version=version) as info:
         splits = load_splits(spark, cfg, run_date, version)
+        for df in splits.values():  # read by statistics, export, three models' scoring and the baselines' iterations
+            df.persist(StorageLevel.MEMORY_AND_DISK)
         stats = compute_stats(splits["train"], channels, T, cfg.sequence.bucket_days)
         pos_rate = splits["train"].agg(F.mean("label")).first()[0]
         staging = cfg.path("staging", key)
@@ -268,6 +271,8 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
     LOG.info("trained version %s (promoted=%s): deep test %s=%.4f, lr_rfm %.4f, gbt %.4f", metrics["model_version"],
              decision.get("promoted"), cfg.registry.gate_metric, candidate,
              ev["models"]["lr_rfm"][cfg.registry.gate_metric], ev["models"]["gbt"][cfg.registry.gate_metric])
+    for df in splits.values():
+        df.unpersist()
     return TrainResult(run_id=metrics["run_id"], model_version=metrics["model_version"],
                        promoted=bool(decision.get("promoted")), metrics=metrics, model_dir=model_dir, ranks=ranks)
 
