@@ -92,3 +92,25 @@ def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark,
     again = train(spark, cfg, PLANTED_RUN, version)
     assert all(r["resumed"] and r["initial_epoch"] == done_epoch + 1 for r in again.ranks)
     assert again.ranks[0]["weights_digest"] == again.ranks[1]["weights_digest"]
+
+
+def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spark, weekly_run):
+    """Run dates out of order: the later date's partition stays as it was, the earlier one lands complete."""
+    from churn_spark import pipeline
+
+    from conftest import WEEKLY_SMALL
+
+    shared, _ = weekly_run
+    # same work_dir; a gate no model can pass keeps the champion, so the shared run's other tests stay valid
+    cfg = make_config(Path(shared.work_dir), *WEEKLY_SMALL, "registry.gate_margin=1.0")
+    earlier = RUN - dt.timedelta(days=7)
+    cols = ["user_id", "churn_probability", "risk_tier", "risk_rank"]
+    later_rows = _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True)
+    log = pipeline.weekly(spark, cfg, earlier)
+    assert list(log["steps"]) == list(pipeline.STEPS) and not log["steps"]["train"]["promoted"]
+    import pandas as pd
+    pd.testing.assert_frame_equal(
+        _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), later_rows)
+    eligible = spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(earlier))
+    got = _partition(spark, cfg, earlier)
+    assert got.count() == eligible.count() > 0 and got.select("user_id").distinct().count() == got.count()
