@@ -122,3 +122,14 @@ def test_empty_orders_source_is_an_error(spark, tmp_path):
     _write(spark, [], "order_id long, user_id string, order_ts string, amount double", f"{cfg.lake_dir}/orders")
     with pytest.raises(BadInputError, match="empty"):
         ingest(spark, cfg, "r", CLOCK)
+
+
+def test_negative_or_unparseable_item_counts_are_quarantined(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
+    _write(spark, [(1, "u1", "2026-05-01", 1.0, "2", "completed"), (2, "u1", "2026-05-01", 1.0, "-1", "completed"),
+                   (3, "u1", "2026-05-01", 1.0, "some", "completed"), (4, "u1", "2026-05-02", 1.0, None, "completed")],
+           "order_id long, user_id string, order_ts string, amount double, n_items string, status string",
+           f"{cfg.lake_dir}/orders")
+    res = ingest(spark, cfg, "r", CLOCK)
+    assert res.counts["orders"].by_reason == {"bad_n_items": 2} and res.counts["orders"].balanced
+    assert sorted(r.n_items for r in res.tables["orders"].collect()) == [1.0, 2.0]  # a missing count means one item
