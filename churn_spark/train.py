@@ -165,9 +165,9 @@ def gate(spark, cfg: Config, candidate_metric: float, test_df: DataFrame) -> dic
     champ_dir, version = registry.download_version(cfg, champ.version)
     ref = ship_model(spark, champ_dir, cfg.path("tmp", "ship"))
     scored = _collect_scores(score_frame(test_df, ref, ["user_id", "label"]), cfg.training.max_eval_rows)
-    from .bundle import load_bundle
+    from .bundle import verify_bundle
 
-    thr = float(load_bundle(champ_dir).info.get("threshold", 0.5))
+    thr = float(verify_bundle(champ_dir)["info"].get("threshold", 0.5))  # the manifest holds it: no model load
     champ_metric = classification_report(scored["label"].to_numpy(), scored["churn_probability"].to_numpy(), thr)[metric]
     better = (candidate_metric < champ_metric - margin) if metric in LOWER_IS_BETTER else \
         (candidate_metric > champ_metric + margin)
