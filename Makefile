@@ -9,7 +9,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -22,10 +22,14 @@ demo: setup
 	  > $(DEMO_WORK)/weekly-summary.json
 	@$(PY) scripts/demo_summary.py $(DEMO_WORK) $(RUN_DATE)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	$(PY) -m pytest tests -v -p no:cacheprovider --durations=15
 
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
 
 bench: setup

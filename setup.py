@@ -1,11 +1,13 @@
 """churn-spark: churn early-warning on Spark (behaviour sequences, Horovod-trained CNN+RNN, Delta risk table)."""
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="churn-spark",
     version="0.1.0",
     description="Churn early-warning system for e-commerce platforms as distributed Spark batch jobs",
-    packages=find_packages(include=["churn_spark", "churn_spark.*"]),
+    # churn_spark has no __init__.py (a namespace package, also shipped as a zip): find_packages would find nothing
+    packages=find_namespace_packages(include=["churn_spark", "churn_spark.*"], exclude=["*.__pycache__"]),
+    package_data={"churn_spark": ["templates/*.j2"]},  # the report page template
     python_requires=">=3.11,<3.12",
     install_requires=[
         "pyspark>=3.5.3,<3.6",
@@ -16,6 +18,7 @@ setup(
         "pyarrow==10.0.1",
         "scikit-learn",
         "mlflow",
+        "jinja2>=3",
         "pyyaml",
         "pydantic>=2",
         "matplotlib",

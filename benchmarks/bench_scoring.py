@@ -30,6 +30,7 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
 
     from churn_spark.lake import ingest
     from churn_spark.predict import get_bundle, raw_probability, score_frame, ship_model
+    from churn_spark.reasons import ReasonSettings
     from churn_spark.sequences import build_features
 
     cfg = config(users)
@@ -54,8 +55,10 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
     _, t_raw = timed(lambda: np.asarray(b.model.predict(inputs, batch_size=cfg.scoring.batch_size, verbose=0)))
     _, t_raw_prep = timed(lambda: b.model.predict(b.stats.inputs(pdf), batch_size=cfg.scoring.batch_size, verbose=0))
 
+    settings = ReasonSettings.from_config(cfg.scoring)
+
     def run_udf(with_reasons: bool):
-        return score_frame(rows, ref, ["user_id"], with_reasons=with_reasons) \
+        return score_frame(rows, ref, ["user_id"], reasons=settings if with_reasons else None) \
             .agg(F.sum("churn_probability")).first()[0]
 
     run_udf(False)  # warm-up: workers start, model loads once per worker

@@ -1,12 +1,13 @@
 """Baselines trained in the same run and on the same temporal split, with Spark ML (data stays distributed).
 
 * ``lr_rfm``: logistic regression on RFM-style aggregates (recency, frequency, monetary, tenure, recent activity) —
-  the simple model a churn team starts from.
+  the simple model a churn team starts from. "Recent" is the last ``recent_buckets`` buckets, the same window the
+  reason codes use (``Config.recent_buckets``, from ``sequence.recent_days``).
 * ``gbt``: gradient-boosted trees on the same aggregates plus the flattened T x C sequence.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -14,30 +15,33 @@ from pyspark.sql import functions as F
 from .feature_spec import NUMERIC_STATIC
 
 
-def _aggregates(df: DataFrame, channels: List[str], n_buckets: int) -> tuple[DataFrame, List[str]]:
-    """RFM aggregates: log1p statics plus last-4-bucket and whole-window totals of orders and spend."""
+def _aggregates(df: DataFrame, channels: List[str], n_buckets: int, *,
+                recent_buckets: int) -> tuple[DataFrame, List[str]]:
+    """RFM aggregates: log1p statics plus recent-window and whole-window totals of orders, spend and active days."""
+    if not 1 <= recent_buckets <= n_buckets:
+        raise ValueError(f"recent_buckets must be in 1..n_buckets ({n_buckets}), got {recent_buckets}")
     C = len(channels)
     cols = {f"log_{c}": F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0))) for c in NUMERIC_STATIC}
     for ch in ("orders", "spend", "active_days"):
         if ch not in channels:
             continue
         c = channels.index(ch)
-        last = [F.col("sequence")[(n_buckets - 1 - i) * C + c] for i in range(min(4, n_buckets))]
+        last = [F.col("sequence")[(n_buckets - 1 - i) * C + c] for i in range(recent_buckets)]
         allb = [F.col("sequence")[t * C + c] for t in range(n_buckets)]
-        cols[f"log_{ch}_last4"] = F.log1p(sum(last[1:], last[0]))
+        cols[f"log_{ch}_recent"] = F.log1p(sum(last[1:], last[0]))
         cols[f"log_{ch}_window"] = F.log1p(sum(allb[1:], allb[0]))
     return df.select("*", *[v.alias(k) for k, v in cols.items()]), list(cols)
 
 
 def fit_baselines(train: DataFrame, channels: List[str], n_buckets: int, gbt_max_iter: int, gbt_max_depth: int,
-                  seed: int):
-    """Fit both baselines; returns {name: (fitted PipelineModel, feature column list)}."""
+                  seed: int, *, recent_buckets: int):
+    """Fit both baselines; returns {name: fitted PipelineModel}."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.feature import StandardScaler, VectorAssembler
     from pyspark.ml.functions import array_to_vector
 
-    tr, agg_cols = _aggregates(train, channels, n_buckets)
+    tr, agg_cols = _aggregates(train, channels, n_buckets, recent_buckets=recent_buckets)
     tr = tr.withColumn("seq_vec", array_to_vector("sequence"))
     lr = Pipeline(stages=[
         VectorAssembler(inputCols=agg_cols, outputCol="raw_features"),
@@ -52,15 +56,13 @@ def fit_baselines(train: DataFrame, channels: List[str], n_buckets: int, gbt_max
     return {"lr_rfm": lr.fit(tr), "gbt": gbt.fit(tr)}
 
 
-def predict_baseline(model, df: DataFrame, channels: List[str], n_buckets: int) -> DataFrame:
+def predict_baseline(model, df: DataFrame, channels: List[str], n_buckets: int, *,
+                     recent_buckets: int) -> DataFrame:
     """(user_id, label, probability) for a split."""
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
-    d, _ = _aggregates(df, channels, n_buckets)
+    d, _ = _aggregates(df, channels, n_buckets, recent_buckets=recent_buckets)
     d = d.withColumn("seq_vec", array_to_vector("sequence"))
     return model.transform(d).select("user_id", "label", vector_to_array("probability")[1].alias("p")) \
         .withColumnRenamed("p", "probability")
 
-
-def describe(models: Dict) -> Dict[str, str]:
-    return {name: type(m.stages[-1]).__name__ for name, m in models.items()}

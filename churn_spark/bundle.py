@@ -29,6 +29,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """The identity of a bundle: SHA-256 over its files' checksums."""
+    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+
+
 @dataclass
 class Bundle:
     model: object  # tf.keras.Model
@@ -49,7 +54,7 @@ def save_bundle(directory: str, model, stats: FeatureStats, calibrator: Optional
     (d / "calibrator.json").write_text(json.dumps((calibrator or Calibrator()).to_dict()))
     manifest = {"files": {f: _sha256(d / f) for f in FILES}, "info": info or {}}
     (d / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    return manifest_digest(manifest)
 
 
 def set_calibrator(directory: str, calibrator: Calibrator, info_update: Optional[dict] = None) -> str:
@@ -59,7 +64,7 @@ def set_calibrator(directory: str, calibrator: Calibrator, info_update: Optional
     manifest["files"]["calibrator.json"] = _sha256(d / "calibrator.json")
     manifest["info"].update(info_update or {})
     (d / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    return manifest_digest(manifest)
 
 
 def verify_bundle(directory: str) -> dict:
@@ -81,8 +86,7 @@ def verify_bundle(directory: str) -> dict:
 
 
 def bundle_digest(directory: str) -> str:
-    manifest = verify_bundle(directory)
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    return manifest_digest(verify_bundle(directory))
 
 
 def load_bundle(directory: str) -> Bundle:
@@ -94,7 +98,7 @@ def load_bundle(directory: str) -> Bundle:
     d = Path(directory)
     model = tf.keras.models.model_from_json((d / "model.json").read_text())
     model.load_weights(str(d / "weights.h5"))
-    digest = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    digest = manifest_digest(manifest)
     return Bundle(model=model, stats=FeatureStats.from_json((d / "stats.json").read_text()),
                   calibrator=Calibrator.from_dict(json.loads((d / "calibrator.json").read_text())),
                   info=manifest.get("info", {}), digest=digest)

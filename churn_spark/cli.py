@@ -2,7 +2,8 @@
 
 Every job takes ``--config FILE`` (repeatable, after conf/default.yaml) and ``--set key=value`` (repeatable), builds
 the SparkSession from the config (keeping whatever spark-submit set), runs one library call and prints a JSON
-summary on stdout. Exit code: 0 success, 2 bad configuration or input, 1 any other failure.
+summary on stdout. Exit code (``errors``): 0 success, 2 bad configuration or input (do not retry), 3 transient
+infrastructure (retry), 1 any other failure (a bug).
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import time
 from typing import List, Optional
 
 from .config import ConfigError, load_config
+from .errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, exit_code
 from .logs import LOG, setup_logging
 
-JOBS = ("generate-lake", "build-sequences", "train", "score", "weekly")
+JOBS = ("generate-lake", "build-sequences", "train", "validate", "score", "monitor", "weekly", "forget")
 
 
 def _date(s: str) -> dt.date:
@@ -40,12 +42,22 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--seed", type=int, default=42)
             s.add_argument("--dirty", action="store_true", help="inject realistic bad rows")
             s.add_argument("--csv", action="store_true", help="write orders/events as CSV")
+        elif job == "forget":
+            who = s.add_mutually_exclusive_group(required=True)
+            who.add_argument("--users", metavar="FILE", help="file with one user id per line")
+            who.add_argument("--user", metavar="ID", help="one user id")
+            s.add_argument("--include-sources", action="store_true",
+                           help="also delete the users from the Delta lake sources")
         else:
-            s.add_argument("--run-date", type=_date, required=job != "score",
+            s.add_argument("--run-date", type=_date, required=job not in ("score", "validate"),
                            help="snapshot date to score / run for (YYYY-MM-DD)")
+        if job == "validate":
+            s.add_argument("--model-version", help="version to validate (default: the challenger alias)")
         if job == "score":
             s.add_argument("--snapshot", type=_date, help="score this snapshot (default: --run-date or the latest)")
             s.add_argument("--model-version", help="registered version (default: the champion)")
+        if job == "monitor":
+            s.add_argument("--force", action="store_true", help="recompute every matured snapshot")
         if job == "weekly":
             s.add_argument("--force", action="store_true", help="redo steps already recorded for this date")
     return p
@@ -65,10 +77,20 @@ def run(args: argparse.Namespace) -> dict:
         return {"lake": cfg.lake_dir, "rows": counts, "end_date": spec.end_date.isoformat()}
     from . import pipeline
 
+    if args.job == "forget":
+        from .privacy import forget, read_ids
+
+        return forget(spark, cfg, read_ids(args.users, args.user), include_sources=args.include_sources)
+    if args.job == "monitor":
+        from .monitoring import update_model_performance
+
+        return {"model_performance": update_model_performance(spark, cfg, args.run_date, force=args.force)}
     if args.job == "build-sequences":
         return pipeline.build_sequences(spark, cfg, args.run_date)
     if args.job == "train":
         return pipeline.train_step(spark, cfg, args.run_date)
+    if args.job == "validate":
+        return pipeline.validate_step(spark, cfg, args.run_date, args.model_version)
     if args.job == "score":
         from .score import score
 
@@ -91,13 +113,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         LOG.error("configuration error: %s", e)
         print(f"churn-spark: configuration error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except Exception as e:
-        from .lake import BadInputError
-
-        LOG.exception("job %s failed after %.1fs", args.job, time.time() - t0)
+        code = exit_code(e)
+        LOG.exception("job %s failed after %.1fs (exit %d: %s)", args.job, time.time() - t0, code,
+                      {EXIT_BAD_INPUT: "bad input, do not retry", EXIT_TRANSIENT: "transient, retry"}.get(code, "bug"))
         print(f"churn-spark {args.job}: FAILED: {e}", file=sys.stderr)
-        return 2 if isinstance(e, BadInputError) else 1
+        return code
     LOG.info("job %s finished in %.1fs", args.job, time.time() - t0)
     print(json.dumps(summary, indent=1, default=str))
     return 0

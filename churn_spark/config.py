@@ -65,12 +65,17 @@ class SourceConf(_Strict):
 class ValidationConf(_Strict):
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)
     event_types: List[str] = Field(default_factory=lambda: ["view", "cart", "favorite", "search"])
+    # order statuses (lower-cased, trimmed) the lake may hold; any other status is quarantined as unknown_status
+    purchase_statuses: List[str] = Field(default_factory=lambda: ["completed"])
+    return_statuses: List[str] = Field(default_factory=lambda: ["cancelled", "refunded"])
 
 
 class SequenceConf(_Strict):
     n_buckets: int = Field(26, ge=1, le=520)
     bucket_days: int = Field(7, ge=1, le=366)
     eligibility_lookback_days: Optional[int] = Field(None, ge=1)  # default: n_buckets * bucket_days
+    # "recent" for reason codes and the baselines' recent aggregates (one definition): the last recent_days // B buckets
+    recent_days: int = Field(28, ge=1)
 
 
 class SnapshotConf(_Strict):
@@ -101,6 +106,13 @@ class TrainingConf(_Strict):
     gbt_max_depth: int = Field(4, ge=1)
     calibration: Literal["isotonic", "platt"] = "isotonic"
     max_eval_rows: int = Field(2_000_000, ge=100)  # cap on (probability, label) pairs brought to the driver
+    # too little data is a refusal, not a model: minimum labelled users / positives / negatives in every split
+    min_users_per_split: int = Field(100, ge=1)
+    min_positives_per_split: int = Field(20, ge=1)
+    min_negatives_per_split: int = Field(20, ge=1)
+    input_clip: float = Field(10.0, gt=0)  # standardised model inputs are clipped to +-input_clip (kept in the bundle)
+    other_category_share: float = Field(0.02, ge=0, lt=0.5)  # train rows whose category is trained as "other"
+    calibration_folds: int = Field(5, ge=2)  # cross-fitted calibration quality on validation
 
 
 class RegistryConf(_Strict):
@@ -109,19 +121,56 @@ class RegistryConf(_Strict):
     model_name: str = "churn-spark-cnn-rnn"
     gate_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "pr_auc"
     gate_margin: float = 0.0
+    # the improvement's bootstrap lower bound (paired, on the shared test rows) must clear gate_margin
+    gate_bootstrap: int = Field(200, ge=20)
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    # a champion trained on another feature contract cannot be compared: promote the candidate, or refuse
+    incompatible_champion: Literal["promote", "refuse"] = "promote"
+    gate_min_relative_change: float = Field(0.0, ge=0)  # required improvement relative to the champion's metric
+    validation_mode: Literal["enabled", "dry_run", "disabled"] = "enabled"
 
 
 class ScoringConf(_Strict):
     batch_size: int = Field(4096, ge=1)  # Arrow batch size for the pandas UDF
+    # tier_mode "share": tier_shares are shares of the snapshot, from the top (high = top 10 %, medium = next 20 %);
+    # tier_mode "probability": tiers are calibrated-probability cut-offs
+    tier_mode: Literal["share", "probability"] = "share"
+    tier_shares: Dict[str, float] = Field(default_factory=lambda: {"high": 0.10, "medium": 0.20})
     tiers: Dict[str, float] = Field(default_factory=lambda: {"high": 0.5, "medium": 0.25})
     reasons: bool = True
+    reason_count: int = Field(3, ge=1, le=10)
+    reason_tolerance: float = Field(0.05, ge=0, lt=1)  # relative: rates within this are "unchanged" (no up/down)
+    bad_review_rating: float = Field(2.5, ge=1, le=5)  # mean rating at or below this is a bad review
     catalog_table: Optional[str] = "churn.churn_risk"
     max_retries: int = Field(5, ge=0)
+
+
+class LockConf(_Strict):
+    """The weekly run lock (a row in a Delta table under work_dir): heartbeat period and stale-lock takeover."""
+
+    heartbeat_s: float = Field(30.0, gt=0)
+    stale_after_s: float = Field(600.0, gt=0)
 
 
 class ReportConf(_Strict):
     psi_threshold: float = 0.2
     top_n: int = 25
+
+
+class MonitoringConf(_Strict):
+    """Realised-outcome monitoring (``model_performance``): flag a model whose realised ROC-AUC on a matured snapshot
+    falls more than ``realised_auc_margin`` below its test ROC-AUC; snapshots older than ``max_age_days`` are final."""
+
+    realised_auc_margin: float = Field(0.05, ge=0)
+    max_age_days: int = Field(182, ge=1)
+
+
+class PrivacyConf(_Strict):
+    """Erasure (``churn-spark forget``) and quarantine retention; see ``churn_spark/privacy.py``."""
+
+    vacuum_retention_hours: int = Field(0, ge=0)  # VACUUM after forget: 0 = erased files leave the disk at once
+    quarantine_retention_days: int = Field(30, ge=1)  # quarantine run_id partitions older than this are deleted
+    hash_quarantine_user_ids: bool = False  # store a salted hash instead of the raw user id in quarantined rows
 
 
 class Config(_Strict):
@@ -137,6 +186,9 @@ class Config(_Strict):
     registry: RegistryConf = Field(default_factory=RegistryConf)
     scoring: ScoringConf = Field(default_factory=ScoringConf)
     report: ReportConf = Field(default_factory=ReportConf)
+    lock: LockConf = Field(default_factory=LockConf)
+    monitoring: MonitoringConf = Field(default_factory=MonitoringConf)
+    privacy: PrivacyConf = Field(default_factory=PrivacyConf)
     _origin: Dict[str, str] = PrivateAttr(default_factory=dict)
 
     def origin_of(self, *key: str) -> str:
@@ -162,6 +214,10 @@ class Config(_Strict):
         return self.path("tables", "features")
 
     @property
+    def lock_table_path(self) -> str:
+        return self.path("tables", "run_lock")
+
+    @property
     def quarantine_path(self) -> str:
         return self.path("tables", "quarantine")
 
@@ -172,6 +228,18 @@ class Config(_Strict):
     @property
     def tracking_uri(self) -> str:
         return self.registry.tracking_uri or f"sqlite:///{Path(self.work_dir, 'mlflow', 'mlflow.db').resolve()}"
+
+    @property
+    def feature_contract(self) -> dict:
+        from .feature_spec import channels_for, feature_contract
+
+        return feature_contract(channels_for(list(self.sources)), self.sequence.n_buckets, self.sequence.bucket_days)
+
+    @property
+    def recent_buckets(self) -> int:
+        from .feature_spec import recent_buckets
+
+        return recent_buckets(self.sequence.n_buckets, self.sequence.bucket_days, self.sequence.recent_days)
 
     @property
     def lookback_days(self) -> int:

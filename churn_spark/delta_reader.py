@@ -1,81 +1,202 @@
 """Read a Delta table into pandas without Spark or a JVM (for BI notebooks and scripts next to the lake).
 
-delta-rs and DuckDB's delta extension need a newer pyarrow than the pinned stack allows (horovod[spark] keeps
-pyarrow at 10.0.1), so this replays the Delta log itself: the latest checkpoint (Parquet) plus the JSON commits
-after it give the table's live files at a version; each file is read with pyarrow and its partition values
-added back. Read-only, and only for tables without deletion vectors or column mapping (the tables this project
-writes).
+delta-rs (``deltalake``) and DuckDB's delta extension need a newer pyarrow than the pinned stack allows
+(horovod[spark] keeps pyarrow at 10.0.1), so this replays the Delta log itself: the newest classic Parquet
+checkpoint at or before the wanted version plus the JSON commits after it give the table's live files; each file
+is read with pyarrow and its partition values added back. BI users who can keep a separate venv should prefer
+the maintained ``deltalake`` package there (see the README).
+
+A hand-written replay is only safe for the tables it understands, so it refuses the rest with
+:class:`UnsupportedTableError` instead of returning wrong rows: reader protocol versions above 3, any reader
+feature it does not implement (deletion vectors would otherwise resurrect deleted rows; column mapping would
+rename columns; v2 checkpoints hold the file list in sidecars; timestamp without time zone, type widening, ...),
+and V2 (UUID-named) checkpoints. The tables this project writes use none of them.
 
     from churn_spark.delta_reader import read_delta
     risk = read_delta("work/demo/tables/churn_risk", filters={"snapshot_date": "2026-11-02"})
 """
+
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
-from urllib.parse import unquote
+from typing import Dict, List, Optional
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+MAX_READER_VERSION = 3  # 3 = table features (the features themselves are checked one by one)
+# Reader features this replay handles. vacuumProtocolCheck only constrains VACUUM; columnMapping is accepted
+# only while the mapping mode is "none" (physical names == logical names), see _check_protocol.
+SUPPORTED_READER_FEATURES = frozenset({"vacuumProtocolCheck", "columnMapping"})
+# NNN.checkpoint.parquet or the multi-part NNN.checkpoint.PPPPPPPPPP.TTTTTTTTTT.parquet (classic checkpoints)
+_CLASSIC_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
+_ANY_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\..+\.(?:parquet|json)$")
+_CHECKPOINT_COLUMNS = ("add", "metaData", "protocol")
 
-def _actions(log: Path, version: Optional[int]) -> tuple[Dict[str, dict], dict, int]:
-    """Live ``add`` actions by path, the table metadata, and the version read."""
-    commits = sorted(int(p.stem) for p in log.glob("*.json") if p.stem.isdigit())
-    if not commits and not (log / "_last_checkpoint").exists():
-        raise FileNotFoundError(f"{log.parent} is not a Delta table (no _delta_log commits)")
-    target = version if version is not None else max(commits)
-    live: Dict[str, dict] = {}
-    meta: dict = {}
-    start = 0
+
+class UnsupportedTableError(RuntimeError):
+    """The table uses a Delta feature this reader does not implement (reading it would give wrong rows)."""
+
+
+@dataclass
+class Snapshot:
+    """The replayed state of a table at ``version``: live files by path, metadata and protocol."""
+
+    version: int
+    live: Dict[str, dict] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+
+    def apply(self, action: dict) -> None:
+        if action.get("add"):
+            self.live[action["add"]["path"]] = action["add"]
+        elif action.get("remove"):
+            self.live.pop(action["remove"]["path"], None)
+        elif action.get("metaData"):
+            self.meta = action["metaData"]
+        elif action.get("protocol"):
+            self.protocol = action["protocol"]
+
+
+def _as_dict(value) -> dict:
+    """Checkpoint Parquet stores maps as lists of (key, value) pairs; JSON commits as objects."""
+    return dict(value or {})
+
+
+def _classic_checkpoints(log: Path) -> Dict[int, List[Path]]:
+    """Complete classic checkpoints by version (a multi-part checkpoint counts only with all its parts)."""
+    parts: Dict[int, Dict[int, Path]] = {}
+    totals: Dict[int, int] = {}
+    for f in log.iterdir():
+        m = _CLASSIC_CHECKPOINT.match(f.name)
+        if m:
+            v = int(m.group(1))
+            part, total = (int(m.group(2)), int(m.group(3))) if m.group(2) else (1, 1)
+            parts.setdefault(v, {})[part] = f
+            totals[v] = total
+    return {v: [p[i] for i in sorted(p)] for v, p in parts.items() if sorted(p) == list(range(1, totals[v] + 1))}
+
+
+def _refuse_v2_checkpoints(log: Path) -> None:
     last = log / "_last_checkpoint"
-    if last.exists():
-        cp = json.loads(last.read_text())["version"]
-        if cp <= target:
-            import pyarrow.parquet as pq
+    if last.is_file() and "v2Checkpoint" in json.loads(last.read_text() or "{}"):
+        raise UnsupportedTableError(f"{log.parent} uses V2 checkpoints (see _last_checkpoint): not supported here")
+    for f in log.iterdir():
+        if _ANY_CHECKPOINT.match(f.name) and not _CLASSIC_CHECKPOINT.match(f.name):
+            raise UnsupportedTableError(f"{log.parent} has a V2 (UUID-named) checkpoint {f.name}: not supported here")
 
-            for f in sorted(log.glob(f"{cp:020d}.checkpoint*.parquet")):
-                for row in pq.read_table(f, columns=["add", "metaData"]).to_pylist():
-                    if row.get("add"):
-                        live[row["add"]["path"]] = row["add"]
-                    if row.get("metaData"):
-                        meta = row["metaData"]
-            start = cp + 1
-    for v in range(start, target + 1):
-        f = log / f"{v:020d}.json"
-        if not f.exists():
-            raise FileNotFoundError(f"Delta commit {v} is missing from {log} (log cleaned up past this version?)")
-        for line in f.read_text().splitlines():
-            action = json.loads(line)
-            if "add" in action:
-                live[action["add"]["path"]] = action["add"]
-            elif "remove" in action:
-                live.pop(action["remove"]["path"], None)
-            elif "metaData" in action:
-                meta = action["metaData"]
-    return live, meta, target
+
+def _read_checkpoint(files: List[Path], snap: Snapshot) -> None:
+    import pyarrow.parquet as pq
+
+    for f in files:
+        names = set(pq.read_schema(f).names)
+        for row in pq.read_table(f, columns=[c for c in _CHECKPOINT_COLUMNS if c in names]).to_pylist():
+            snap.apply(row)
+
+
+def replay(log: Path, version: Optional[int] = None) -> Snapshot:
+    """Live ``add`` actions, metadata and protocol at ``version`` (default: the latest)."""
+    if not log.is_dir():
+        raise FileNotFoundError(f"{log.parent} is not a Delta table (no _delta_log)")
+    _refuse_v2_checkpoints(log)
+    commits = {int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()}
+    checkpoints = _classic_checkpoints(log)
+    if not commits and not checkpoints:
+        raise FileNotFoundError(f"{log.parent} is not a Delta table (no commits or checkpoints in _delta_log)")
+    latest = max(commits | set(checkpoints))
+    target = latest if version is None else version
+    if not 0 <= target <= latest:
+        raise ValueError(f"{log.parent}: version {target} does not exist (latest is {latest})")
+    snap = Snapshot(version=target)
+    start = max((v for v in checkpoints if v <= target), default=-1)
+    if start >= 0:
+        _read_checkpoint(checkpoints[start], snap)
+    for v in range(start + 1, target + 1):
+        if v not in commits:
+            cps = sorted(checkpoints)
+            raise FileNotFoundError(
+                f"Delta commit {v} is missing from {log} and no checkpoint at or before version {target} covers it "
+                f"(log cleaned up past this version? checkpoints: {cps or 'none'})"
+            )
+        for line in (log / f"{v:020d}.json").read_text().splitlines():
+            if line.strip():
+                snap.apply(json.loads(line))
+    _check_protocol(log.parent, snap)
+    return snap
+
+
+def _check_protocol(table: Path, snap: Snapshot) -> None:
+    """Refuse what this reader cannot read correctly (see the module docstring)."""
+    proto = snap.protocol
+    if not proto:
+        raise UnsupportedTableError(f"{table}: no protocol action up to version {snap.version} (corrupt log?)")
+    reader = int(proto.get("minReaderVersion", 1))
+    if reader > MAX_READER_VERSION:
+        raise UnsupportedTableError(f"{table}: minReaderVersion {reader} is newer than this reader supports")
+    features = set(proto.get("readerFeatures") or [])
+    unsupported = sorted(features - SUPPORTED_READER_FEATURES)
+    if unsupported:
+        raise UnsupportedTableError(
+            f"{table}: reader features {unsupported} are not supported by churn_spark.delta_reader "
+            "(read it with Spark or the deltalake package)"
+        )
+    mode = _as_dict(snap.meta.get("configuration")).get("delta.columnMapping.mode", "none")
+    if (reader >= 2 or "columnMapping" in features) and mode != "none":
+        raise UnsupportedTableError(f"{table}: column mapping (mode {mode!r}) is not supported")
+    with_dv = [p for p, a in snap.live.items() if a.get("deletionVector")]
+    if with_dv:
+        raise UnsupportedTableError(f"{table}: {len(with_dv)} files carry deletion vectors, e.g. {with_dv[0]}")
+
+
+def _data_file(table: Path, rel: str) -> Path:
+    """An ``add`` path: relative and URL-encoded, or an absolute ``file:`` URI (shallow clones)."""
+    parsed = urlparse(rel)
+    if not parsed.scheme:
+        return table / unquote(rel)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    raise UnsupportedTableError(f"{table}: data file {rel} is not on the local filesystem")
+
+
+def _partition_value(raw: Optional[str], kind: Optional[str]):
+    """A partition value (stored as a string in the log) as the column's type."""
+    if raw is None:
+        return None
+    if kind == "date":
+        return dt.date.fromisoformat(raw)
+    if kind in ("byte", "short", "integer", "long"):
+        return int(raw)
+    if kind in ("float", "double"):
+        return float(raw)
+    if kind == "boolean":
+        return raw.lower() == "true"
+    return raw
 
 
 def read_delta(path: str, version: Optional[int] = None, filters: Optional[Dict[str, str]] = None) -> pd.DataFrame:
     """The table (at ``version``, default latest) as pandas; ``filters`` keeps partitions equal to the values."""
     import pyarrow.parquet as pq
 
-    live, meta, _ = _actions(Path(path, "_delta_log"), version)
-    part_cols = list(meta.get("partitionColumns") or [])
-    schema = {f["name"]: f["type"] for f in json.loads(meta["schemaString"])["fields"]} if meta else {}
+    table = Path(path)
+    snap = replay(table / "_delta_log", version)
+    part_cols = list(snap.meta.get("partitionColumns") or [])
+    schema_string = snap.meta.get("schemaString")
+    schema = {f["name"]: f["type"] for f in json.loads(schema_string)["fields"]} if schema_string else {}
     frames = []
-    for rel, add in sorted(live.items()):
-        values = dict(add.get("partitionValues") or {})
-        if isinstance(values, list):  # checkpoints store the map as key/value pairs
-            values = dict(values)
+    for rel, add in sorted(snap.live.items()):
+        values = _as_dict(add.get("partitionValues"))
         if filters and any(str(values.get(k)) != str(v) for k, v in filters.items()):
             continue
-        pdf = pq.read_table(Path(path, unquote(rel))).to_pandas()
+        pdf = pq.read_table(_data_file(table, rel)).to_pandas()
         for col in part_cols:
-            raw = values.get(col)
-            pdf[col] = pd.to_datetime(raw).date() if schema.get(col) == "date" and raw is not None else raw
+            pdf[col] = _partition_value(values.get(col), schema.get(col))
         frames.append(pdf)
     if not frames:
-        columns = list(schema) or part_cols
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)[list(schema)] if schema else pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=list(schema) or part_cols)
+    out = pd.concat(frames, ignore_index=True)
+    return out[list(schema)] if schema else out

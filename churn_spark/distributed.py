@@ -45,8 +45,11 @@ def shard_rows(shard: List[str]) -> int:
     return sum(file_rows(f) for f in shard)
 
 
-def batches(files: List[str], stats, batch_size: int, pos_weight: float, seed: int) -> Iterator[tuple]:
-    """Endless exact-size batches from Parquet files: (inputs, labels, sample weights); file order reshuffled per pass."""
+def batches(files: List[str], stats, batch_size: int, pos_weight: float, seed: int,
+            other_share: float = 0.0) -> Iterator[tuple]:
+    """Endless exact-size batches from Parquet files: (inputs, labels, sample weights); file order reshuffled per pass.
+
+    A random ``other_share`` of rows is shown with the ``other`` category, so that column is trained."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -67,7 +70,8 @@ def batches(files: List[str], stats, batch_size: int, pos_weight: float, seed: i
                     buf, n_buf = ([rest] if len(rest) else []), len(rest)
                     y = head[LABEL].to_numpy(dtype=np.float32)
                     w = np.where(y > 0.5, pos_weight, 1.0).astype(np.float32)
-                    yield stats.inputs(head), y, w
+                    as_other = rng.random(len(head)) < other_share if other_share > 0 else None
+                    yield stats.inputs(head, as_other), y, w
 
 
 def _static_columns() -> List[str]:
@@ -139,12 +143,13 @@ def _rank_main(args: Dict) -> Dict:
     batch = t["batch_size"]
     tf.keras.utils.set_random_seed(t["seed"])  # same init everywhere; broadcast from rank 0 makes it certain
 
-    def dataset(files: List[str], seed: int):
+    def dataset(files: List[str], seed: int, other_share: float = 0.0):
         T, C, S = stats.n_buckets, len(stats.channels), stats.n_static
         sig = ({"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)},
                tf.TensorSpec((batch,), tf.float32), tf.TensorSpec((batch,), tf.float32))
         return tf.data.Dataset.from_generator(
-            lambda: batches(files, stats, batch, args["pos_weight"], seed), output_signature=sig).prefetch(2)
+            lambda: batches(files, stats, batch, args["pos_weight"], seed, other_share),
+            output_signature=sig).prefetch(2)
 
     model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
     steps = args["steps_per_epoch"]
@@ -175,7 +180,8 @@ def _rank_main(args: Dict) -> Dict:
     epochs_run = 0
     history: Dict = {}
     if initial_epoch < t["epochs"] and not best.stopped_before:
-        h = model.fit(dataset(args["train_files"][rank], t["seed"] + rank), steps_per_epoch=steps,
+        h = model.fit(dataset(args["train_files"][rank], t["seed"] + rank, t.get("other_category_share", 0.0)),
+                      steps_per_epoch=steps,
                       epochs=t["epochs"], initial_epoch=initial_epoch,
                       validation_data=dataset(args["val_files"][rank], t["seed"] + 1000 + rank),
                       validation_steps=args["validation_steps"], callbacks=callbacks, verbose=0)
@@ -187,7 +193,7 @@ def _rank_main(args: Dict) -> Dict:
         from .bundle import save_bundle
 
         save_bundle(args["model_dir"], model, stats, info={"trained_epochs": initial_epoch + epochs_run,
-                                                            "ranks": size})
+                                                            "ranks": size, "training": t})
         done = json.loads(state_file.read_text()) if state_file.is_file() else {"epoch": -1}
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({**done, "complete": True}))

@@ -2,19 +2,22 @@
 
 Canonical inputs (after ingest/validation; all timestamps UTC, ``user_id`` a string):
 
-* orders:  user_id, ts, amount, n_items, status   (status cancelled/refunded = a *return*, anything else a *purchase*)
+* orders:  user_id, ts, amount, n_items, status   (a status in ``validation.return_statuses``, by default
+  cancelled/refunded, is a *return*; anything else a *purchase*. Ingest quarantines statuses outside
+  ``validation.purchase_statuses`` + ``return_statuses``, so "anything else" means a purchase status)
 * events:  user_id, ts, event_type in {view, cart, favorite, search}
 * reviews: user_id, ts, rating (1..5)
 * users:   user_id, signup_ts, country, channel
 
-For a snapshot date S (midnight UTC) only rows with ``ts < S`` feed features. Day ``d = to_date(ts)``;
+For a snapshot date S (midnight UTC) only rows with ``ts < S`` feed features. Day ``d`` = the UTC calendar day
+of ``ts`` (never the Spark session time zone's day);
 ``k = datediff(S, d)``; rows with ``1 <= k <= T*B`` fall into bucket ``t = T - 1 - (k - 1) // B`` (t = 0 oldest,
 t = T-1 the last B days before S). The sequence is flattened time-major: ``sequence[t * C + c]``.
 
 Channels present depend on the sources configured (a missing source drops its channels):
 
 * orders  -> orders (purchases), spend (sum amount of purchases), items (sum n_items of purchases),
-  returns (cancelled + refunded orders)
+  returns (orders with a return status)
 * events  -> views, carts, favourites, searches
 * reviews -> reviews (count), rating_mean (mean rating of the bucket's reviews, 0 when none)
 * always  -> active_days (distinct days with any order, event or review)
@@ -30,15 +33,17 @@ Static features (history before S, not limited to the window):
 Eligibility: at least one purchase in ``[S - lookback_days, S)``.
 Label: where ``S + H <= as_of`` (the run date), ``label = 1`` if there is no purchase (``no_order``) or no
 activity at all (``no_activity``) in ``[S, S + H)``, else 0; otherwise ``label`` is null (a scoring snapshot).
-Snapshots for a run date R: score = R; labelled ``S_i = R - H - i * step`` for i = 0..n-1, with i = 0 the test
-snapshot, i = 1 validation and the rest train.
+Snapshots for a run date R (label window of S = ``[S, S + H)``): score = R; test = R - H; validation = R - 2H;
+train = ``R - 3H - j * step`` for j = 0..n-3. Test's label window ends at R, validation's ends where test's begins and
+the newest train window ends where validation's begins, so no label the model is fitted or tuned on was observed
+in a later split's label window (train windows may overlap one another). :func:`check_plan` enforces this.
 """
 from __future__ import annotations
 
 import datetime as dt
-from typing import Dict, List
+from typing import Dict, Iterable, List, Tuple
 
-RETURN_STATUSES = ("cancelled", "refunded")
+RETURN_STATUSES = ("cancelled", "refunded")  # default of validation.return_statuses (builders take the config's)
 SOURCE_CHANNELS: Dict[str, List[str]] = {
     "orders": ["orders", "spend", "items", "returns"],
     "events": ["views", "carts", "favourites", "searches"],
@@ -48,6 +53,33 @@ EVENT_CHANNEL = {"view": "views", "cart": "carts", "favorite": "favourites", "se
 NUMERIC_STATIC = ["tenure_days", "days_since_last_order", "days_since_last_event",
                   "lifetime_orders", "lifetime_spend", "mean_order_value"]
 CATEGORICAL_STATIC = ["country", "channel"]
+
+
+def feature_contract(channels: List[str], n_buckets: int, bucket_days: int) -> Dict:
+    """What a model needs to be applied to a feature row: the layout of ``sequence`` and the static columns.
+
+    Recorded in every feature-table commit and in every model bundle; scoring and the gate refuse to apply a model
+    to rows of another contract (same width but other bucket days would silently mean something else).
+    """
+    return {"channels": list(channels), "n_buckets": int(n_buckets), "bucket_days": int(bucket_days),
+            "numeric_static": list(NUMERIC_STATIC), "categorical_static": list(CATEGORICAL_STATIC)}
+
+
+def contract_differences(model: Dict, table: Dict) -> List[str]:
+    """Human-readable differences between two contracts (empty when compatible)."""
+    return [f"{k}: model {model.get(k)!r} vs features {table.get(k)!r}"
+            for k in sorted(set(model) | set(table)) if model.get(k) != table.get(k)]
+
+
+def normalise_statuses(statuses: Iterable[str]) -> Tuple[str, ...]:
+    """Order statuses as ingest stores them (trimmed, lower-case), so ``Refunded`` in a config matches."""
+    return tuple(str(x).strip().lower() for x in statuses)
+
+
+def recent_buckets(n_buckets: int, bucket_days: int, recent_days: int) -> int:
+    """How many of the last buckets are "recent" (reasons and baselines share this): recent_days // bucket_days,
+    at least 1 and leaving at least one earlier bucket when there are two or more."""
+    return max(1, min(n_buckets - 1, recent_days // bucket_days)) if n_buckets > 1 else 1
 
 
 def channels_for(sources: List[str]) -> List[str]:
@@ -60,9 +92,58 @@ def channels_for(sources: List[str]) -> List[str]:
 
 
 def snapshot_plan(run_date: dt.date, horizon_days: int, step_days: int, n_labelled: int) -> Dict[dt.date, str]:
-    """{snapshot date: split} for a run date: the score snapshot plus n labelled ones (test, validation, train...)."""
+    """{snapshot date: split} for a run date: the score snapshot plus n labelled ones (test, validation, train...).
+
+    Test and validation sit a whole horizon apart (and the newest train snapshot a horizon before validation) so
+    their label windows are disjoint; only train snapshots are spaced by ``step_days`` and may overlap each other.
+    """
+    if horizon_days < 1 or step_days < 1 or n_labelled < 0:
+        raise ValueError(f"snapshot plan needs horizon_days >= 1, step_days >= 1 and n_labelled >= 0, got "
+                         f"horizon_days={horizon_days}, step_days={step_days}, n_labelled={n_labelled}")
+    H = dt.timedelta(days=horizon_days)
     plan = {run_date: "score"}
     for i in range(n_labelled):
-        s = run_date - dt.timedelta(days=horizon_days + i * step_days)
-        plan[s] = "test" if i == 0 else "validation" if i == 1 else "train"
+        if i < 2:
+            plan[run_date - (i + 1) * H] = "test" if i == 0 else "validation"
+        else:
+            plan[run_date - 3 * H - dt.timedelta(days=(i - 2) * step_days)] = "train"
+    check_plan(plan, horizon_days)
     return plan
+
+
+def label_window(snapshot: dt.date, horizon_days: int) -> Tuple[dt.date, dt.date]:
+    """``[start, end)`` of the days whose activity decides the label of ``snapshot``."""
+    return snapshot, snapshot + dt.timedelta(days=horizon_days)
+
+
+def _window_text(snapshot: dt.date, horizon_days: int) -> str:
+    start, end = label_window(snapshot, horizon_days)
+    return f"[{start}, {end})"
+
+
+def check_plan(plan: Dict[dt.date, str], horizon_days: int) -> None:
+    """Raise ValueError naming the snapshots when a label window of an earlier split overlaps a later split's.
+
+    Order of trust: train < validation < test. A train or validation window touching the test window, or a train
+    window touching validation's, would let the model (or its calibration / early stopping) see outcomes that
+    the held-out split is judged on. The score snapshot is unlabelled and takes no part.
+    """
+    rank = {"train": 0, "validation": 1, "test": 2}
+    labelled = sorted((s, split) for s, split in plan.items() if split in rank)
+    clashes = []
+    for a, split_a in labelled:
+        for b, split_b in labelled:
+            if rank[split_a] < rank[split_b] and abs((b - a).days) < horizon_days:
+                clashes.append(f"{split_a} snapshot {a} {_window_text(a, horizon_days)} overlaps "
+                               f"{split_b} snapshot {b} {_window_text(b, horizon_days)}")
+    if clashes:
+        raise ValueError(f"label windows overlap across splits (horizon {horizon_days} days): " + "; ".join(clashes))
+
+
+def describe_plan(plan: Dict[dt.date, str], horizon_days: int) -> List[str]:
+    """One line per snapshot, newest first: split, snapshot date and label window (for logs and the run log)."""
+    lines = []
+    for s, split in sorted(plan.items(), reverse=True):
+        note = " (not yet observable: scored, not labelled)" if split == "score" else ""
+        lines.append(f"{split:<10} snapshot {s}  label window {_window_text(s, horizon_days)}{note}")
+    return lines

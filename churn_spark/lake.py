@@ -8,16 +8,18 @@ deduplicated``. Above ``validation.max_bad_fraction`` the job stops before writi
 """
 from __future__ import annotations
 
+import calendar
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .config import Config, ConfigError, require_source_exists
+from .feature_spec import normalise_statuses
 from .logs import LOG
 
 # canonical column -> (required, kind)
@@ -28,7 +30,7 @@ CANONICAL = {
     "users": {"user_id": True, "ts": False, "country": False, "channel": False},
 }
 REASONS = ["malformed_row", "bad_encoding", "null_user_id", "null_ts", "unparseable_ts", "future_ts", "bad_amount",
-           "negative_amount", "bad_n_items", "unknown_event_type", "bad_rating", "exact_duplicate"]
+           "negative_amount", "bad_n_items", "unknown_status", "unknown_event_type", "bad_rating", "exact_duplicate"]
 CORRUPT = "_corrupt_record"
 
 
@@ -74,8 +76,11 @@ class IngestResult:
 def _delta_version(spark: SparkSession, location: str, is_table: bool) -> Optional[int]:
     from delta.tables import DeltaTable
 
-    dt_ = DeltaTable.forName(spark, location) if is_table else DeltaTable.forPath(spark, location)
-    return int(dt_.history(1).select("version").first()[0])
+    if not is_table:
+        from .delta_util import latest_version
+
+        return latest_version(spark, location)
+    return int(DeltaTable.forName(spark, location).history(1).select("version").first()[0])
 
 
 def read_source(spark: SparkSession, cfg: Config, name: str) -> tuple[DataFrame, dict]:
@@ -101,26 +106,46 @@ def read_source(spark: SparkSession, cfg: Config, name: str) -> tuple[DataFrame,
         df = (spark.read.options(**opts).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
               .option("encoding", opts.get("encoding", "UTF-8")).schema(schema).csv(loc))
         return df, lineage
-    except ConfigError:
-        raise
-    except Exception as e:
+    except AnalysisException as e:  # not a Delta table, unreadable schema, ...: bad input (exit 2); storage and
+        # network errors keep their own type and message (a retry may help)
         raise BadInputError(f"source '{name}' ({src.format} at {loc}) cannot be read: {str(e).splitlines()[0]}") from e
 
 
+# ---- UTC without the session time zone -----------------------------------------------------------------
+# ``to_date(ts)``, ``cast(date AS timestamp)`` and parsing a naive string all use spark.sql.session.timeZone, which a
+# cluster's spark-submit may set to e.g. Europe/Paris: a 23:30 UTC order would then fall on the next day and into
+# another bucket. Every day and instant below is computed from epoch seconds or explicit zones instead.
+def utc_day(ts: Column) -> Column:
+    """The UTC calendar day of a timestamp, whatever the session time zone."""
+    return F.date_from_unix_date(F.floor(F.unix_seconds(ts) / 86400).cast("int"))
+
+
+def utc_midnight(day: dt.date) -> Column:
+    """The instant midnight UTC of ``day`` (``lit(day).cast("timestamp")`` would be the session zone's midnight)."""
+    return F.timestamp_seconds(F.lit(calendar.timegm(day.timetuple())))
+
+
+def _wall_clock_in(ntz: Column, tz: str) -> Column:
+    """A naive wall-clock time (TIMESTAMP_NTZ, read without any zone) taken in zone ``tz`` -> the UTC instant."""
+    return F.make_timestamp_ltz(F.year(ntz), F.month(ntz), F.dayofmonth(ntz), F.hour(ntz), F.minute(ntz),
+                                F.date_part(F.lit("SECOND"), ntz), F.lit(tz))
+
+
 def _parse_ts(col: Column, dtype: T.DataType, fmt: Optional[str], tz: str) -> Column:
-    """Dates, timestamps or strings -> UTC timestamp. ``tz`` applies to naive values only."""
+    """Dates, timestamps or strings -> UTC timestamp. ``tz`` (the source's zone) applies to naive values only.
+
+    Naive strings, dates and TIMESTAMP_NTZ are read as wall clocks (no zone involved) and placed in ``tz``; strings
+    with an offset keep it. A TIMESTAMP column is an instant whose UTC wall clock is taken as the naive value.
+    """
     if isinstance(dtype, T.TimestampType):
-        return F.to_utc_timestamp(col, tz) if tz != "UTC" else col
+        return F.to_utc_timestamp(col, tz) if tz != "UTC" else col  # works on the UTC wall clock: zone-free
     if isinstance(dtype, (T.DateType, T.TimestampNTZType)):
-        ts = col.cast("timestamp")
-        return F.to_utc_timestamp(ts, tz) if tz != "UTC" else ts
+        return _wall_clock_in(col.cast("timestamp_ntz"), tz)
     if isinstance(dtype, T.StringType):
         s = F.trim(col)
-        parsed = F.to_timestamp(s, fmt) if fmt else s.cast("timestamp")
-        if tz == "UTC":
-            return parsed
-        has_offset = s.rlike(r"(Z|[+-]\d\d:?\d\d)$")
-        return F.when(has_offset, parsed).otherwise(F.to_utc_timestamp(parsed, tz))
+        with_offset = F.to_timestamp(s, fmt) if fmt else s.cast("timestamp")  # the offset makes it zone-free
+        naive = _wall_clock_in(F.to_timestamp_ntz(s, F.lit(fmt)) if fmt else s.cast("timestamp_ntz"), tz)
+        return F.when(s.rlike(r"(Z|[+-]\d\d:?\d\d)$"), with_offset).otherwise(naive)
     if isinstance(dtype, (T.LongType, T.IntegerType, T.DoubleType)):  # epoch seconds
         return col.cast("double").cast("timestamp")
     raise ConfigError(f"timestamp column of type {dtype.simpleString()} is not supported")
@@ -159,14 +184,14 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
         if spec["ts"]:
             reasons.append((F.col(ts_name).isNull(), "null_ts"))
         reasons.append((F.col(ts_name).isNotNull() & ts.isNull(), "unparseable_ts"))
-        reasons.append((ts >= F.lit(clock).cast("timestamp"), "future_ts"))
+        reasons.append((ts >= utc_midnight(clock), "future_ts"))
     elif name == "users":
         out["ts"] = F.lit(None).cast("timestamp")
 
     if name == "orders":
         amount = F.col(mapping["amount"]).cast("double")
         out["amount"] = amount
-        reasons.append((F.col(mapping["amount"]).isNotNull() & amount.isNull(), "bad_amount"))
+        reasons.append((amount.isNull(), "bad_amount"))  # missing or unparseable
         reasons.append((amount < 0, "negative_amount"))
         if mapping["n_items"] in present:
             items = F.col(mapping["n_items"]).cast("double")
@@ -174,9 +199,14 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
             out["n_items"] = F.coalesce(items, F.lit(1.0))
         else:
             out["n_items"] = F.lit(1.0)
-        out["amount"] = F.coalesce(amount, F.lit(0.0))
-        out["status"] = (F.lower(F.trim(F.col(mapping["status"]).cast("string"))) if mapping["status"] in present
-                         else F.lit("completed"))
+        purchase = normalise_statuses(cfg.validation.purchase_statuses)
+        if mapping["status"] in present:
+            status = F.lower(F.trim(F.col(mapping["status"]).cast("string")))
+            known = purchase + normalise_statuses(cfg.validation.return_statuses)
+            reasons.append((status.isNull() | ~status.isin(*known), "unknown_status"))  # null is no known status
+            out["status"] = status
+        else:  # no status column at all: every order is a purchase
+            out["status"] = F.lit(purchase[0] if purchase else "completed")
     elif name == "events":
         et = F.lower(F.trim(F.col(mapping["event_type"]).cast("string")))
         out["event_type"] = et
@@ -243,8 +273,3 @@ def write_quarantine(result: IngestResult, path: str, run_id: str) -> int:
     (result.quarantine.write.format("delta").mode("overwrite")
      .option("replaceWhere", f"run_id = '{run_id}'").partitionBy("run_id").save(path))
     return n
-
-
-def lineage_json(lineage: Dict[str, dict]) -> str:
-    return json.dumps(lineage, sort_keys=True, default=str)
-

@@ -38,20 +38,3 @@ def step(name: str, **fields) -> Iterator[dict]:
     info.setdefault("seconds", round(time.time() - t0, 2))
     LOG.info("end %s in %.1fs %s", name, info["seconds"],
              " ".join(f"{k}={v}" for k, v in info.items() if k != "seconds"))
-
-
-class Progress:
-    """Logs 'done/total (pct) ETA' at most every ``every_s`` seconds for long loops."""
-
-    def __init__(self, what: str, total: int, every_s: float = 10.0):
-        self.what, self.total, self.every_s = what, max(total, 1), every_s
-        self.t0 = self.last = time.time()
-
-    def update(self, done: int) -> None:
-        now = time.time()
-        if now - self.last < self.every_s and done < self.total:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        LOG.info("%s: %d/%d (%.0f%%) ETA %.0fs", self.what, done, self.total, 100 * done / self.total, eta)

@@ -1,4 +1,4 @@
-"""The weekly pipeline and its steps: build_sequences -> train (with gate) -> score -> report.
+"""The weekly pipeline and its steps: build_sequences -> train -> validate (promotion) -> score -> monitor -> report.
 
 Each step records what it produced (Delta versions, MLflow run id, model version, report path) in
 ``<work_dir>/runs/<run_date>/runlog.json``. A rerun of the same date skips steps whose outputs are recorded and
@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from .config import Config
 from .logs import LOG, step
 
-STEPS = ("build_sequences", "train", "score", "report")
+STEPS = ("build_sequences", "train", "validate", "score", "monitor", "report")
 
 
 class StepFailed(RuntimeError):
@@ -41,34 +41,49 @@ class RunLog:
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         os.replace(tmp, self.path)
 
-    def forget(self, name: str) -> None:
-        self.data["steps"].pop(name, None)
 
 
 def build_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
     """Ingest + validate the lake, quarantine bad rows, write the run's snapshot partitions of the feature table."""
-    from . import lake, sequences
+    from . import lake, privacy, sequences
+    from .feature_spec import describe_plan
 
     run_id = f"build-{run_date.isoformat()}"
     clock = cfg.clock or run_date
+    plan = sequences.plan_for(cfg, run_date)
+    plan_lines = describe_plan(plan, cfg.snapshots.horizon_days)
+    LOG.info("snapshot plan for %s (label windows of different splits never overlap):\n  %s", run_date,
+             "\n  ".join(plan_lines))
     with step("build_sequences", run_date=run_date) as info:
         res = lake.ingest(spark, cfg, run_id, clock)
-        plan = sequences.plan_for(cfg, run_date)
         feats = sequences.build_from_config(spark, cfg, res.tables, run_date)
-        version = sequences.write_features(feats, cfg.features_path, list(plan), res.lineage)
+        version = sequences.write_features(feats, cfg.features_path, list(plan), res.lineage, cfg.feature_contract)
+        if cfg.privacy.hash_quarantine_user_ids:
+            res.quarantine = privacy.pseudonymise_quarantine(res.quarantine, cfg)
         quarantined = lake.write_quarantine(res, cfg.quarantine_path, run_id)
         res.release()
+        retention = privacy.apply_quarantine_retention(spark, cfg)
         info.update(features_version=version, quarantined=quarantined)
     return {"features_version": version, "inputs": res.lineage, "ingest": res.summary(),
-            "snapshots": {d.isoformat(): s for d, s in sorted(plan.items())}}
+            "quarantine_retention": retention,
+            "snapshots": {d.isoformat(): s for d, s in sorted(plan.items())}, "snapshot_plan": plan_lines}
 
 
 def train_step(spark: SparkSession, cfg: Config, run_date: dt.date, features_version: Optional[int] = None) -> dict:
     from .train import train
 
     r = train(spark, cfg, run_date, features_version)
-    return {"mlflow_run_id": r.run_id, "model_version": r.model_version, "promoted": r.promoted,
+    return {"mlflow_run_id": r.run_id, "model_version": r.model_version,
             "metrics_json": cfg.path("runs", run_date.isoformat(), "metrics.json")}
+
+
+def validate_step(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional[str] = None) -> dict:
+    """Challenger vs champion; moves the champion alias only when the challenger is better beyond noise."""
+    from .promotion import validate
+
+    v = validate(spark, cfg, run_date, version)
+    return {"challenger_version": v["challenger_version"], "promoted": bool(v["promoted"]), "mode": v["mode"],
+            "comparable": v.get("comparable"), "interval": v.get("interval"), "reason": v.get("reason", "")}
 
 
 def score_step(spark: SparkSession, cfg: Config, run_date: dt.date, model_version: Optional[str] = None) -> dict:
@@ -78,6 +93,15 @@ def score_step(spark: SparkSession, cfg: Config, run_date: dt.date, model_versio
     return {"snapshot": r.snapshot.isoformat(), "users": r.users, "tiers": r.tiers,
             "risk_table_version": r.table_version, "model_version": r.model_version,
             "users_per_s": round(r.users_per_s, 1)}
+
+
+def monitor_step(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
+    """Realised outcomes of matured snapshots (``model_performance``) and this snapshot's PSI rows (``drift``)."""
+    from .drift_table import write_drift
+    from .monitoring import update_model_performance
+
+    return {"model_performance": update_model_performance(spark, cfg, run_date),
+            "drift": write_drift(spark, cfg, run_date)}
 
 
 def report_step(spark: SparkSession, cfg: Config, run_date: dt.date, ingest_summary: Optional[dict] = None) -> dict:
@@ -93,16 +117,28 @@ def _still_there(cfg: Config, name: str, outputs: dict) -> bool:
         return Path(cfg.risk_table_path, "_delta_log").is_dir()
     if name == "report":
         return Path(outputs.get("report", "")).is_file()
+    if name == "monitor":
+        return Path(cfg.path("tables", "drift", "_delta_log")).is_dir()
     return True
 
 
 def weekly(spark: SparkSession, cfg: Config, run_date: dt.date, force: bool = False) -> dict:
-    """Run every step for ``run_date``; completed steps of an earlier attempt are skipped unless ``force``."""
+    """Run every step for ``run_date`` under the work_dir's run lock (a second concurrent run exits at once with
+    exit code 3); completed steps of an earlier attempt are skipped unless ``force``."""
+    from .run_lock import held
+
+    with held(spark, cfg.lock_table_path, "weekly", cfg.lock.stale_after_s, cfg.lock.heartbeat_s):
+        return _weekly(spark, cfg, run_date, force)
+
+
+def _weekly(spark: SparkSession, cfg: Config, run_date: dt.date, force: bool) -> dict:
     log = RunLog(cfg, run_date)
     runners: Dict[str, Callable[[], dict]] = {
         "build_sequences": lambda: build_sequences(spark, cfg, run_date),
         "train": lambda: train_step(spark, cfg, run_date, log.done("build_sequences")["features_version"]),
+        "validate": lambda: validate_step(spark, cfg, run_date, log.done("train")["model_version"]),
         "score": lambda: score_step(spark, cfg, run_date),
+        "monitor": lambda: monitor_step(spark, cfg, run_date),
         "report": lambda: report_step(spark, cfg, run_date, (log.done("build_sequences") or {}).get("ingest")),
     }
     for name in STEPS:

@@ -2,12 +2,17 @@
 
 The statistics are computed in Spark (no data on the driver, only C + S numbers and two small vocabularies) and
 saved with the model, so training ranks, evaluation and scoring all turn the same rows into the same tensors.
+
+Inputs the model never saw stay bounded: a channel that was constant in training gets std 1 (not a tiny floor that
+would turn one new event into 10^5 standard deviations), every standardised input is clipped to ``+-clip``, and the
+``other`` one-hot column of each categorical is trained on a small random share of training rows
+(``training.other_category_share``), so a category first seen at scoring time lands on a learned weight.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -15,6 +20,12 @@ import pandas as pd
 from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
 
 MAX_VOCAB = 30
+MIN_STD = 1e-6  # below this a column is constant in training: it is centred but not scaled (std 1)
+
+
+def _safe_std(v) -> float:
+    v = float(v or 0.0)
+    return v if v > MIN_STD else 1.0
 
 
 @dataclass
@@ -27,6 +38,8 @@ class FeatureStats:
     static_std: List[float]
     vocab: Dict[str, List[str]]
     bucket_days: int = 7
+    recent_days: int = 28  # sequence.recent_days the model was trained with (reasons use the same window)
+    clip: float = 10.0  # standardised inputs are clipped to +-clip: a channel constant in training cannot explode
 
     @property
     def n_static(self) -> int:
@@ -53,22 +66,35 @@ class FeatureStats:
         raw = (np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
                if len(sequences) else np.zeros((0, width)))
         x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, self.n_buckets, len(self.channels))
-        return ((x - np.asarray(self.seq_mean)) / np.asarray(self.seq_std)).astype(np.float32)
+        z = (x - np.asarray(self.seq_mean)) / np.asarray(self.seq_std)
+        return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
-    def static_tensor(self, pdf: pd.DataFrame) -> np.ndarray:
+    def static_tensor(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> np.ndarray:
+        """Standardised numeric statics + one-hot categoricals; rows flagged in ``as_other`` (training only) get
+        the ``other`` column of every categorical, so that column learns a weight."""
         num = np.log1p(np.maximum(pdf[NUMERIC_STATIC].to_numpy(dtype=np.float64, na_value=0.0), 0.0))
-        parts = [(num - np.asarray(self.static_mean)) / np.asarray(self.static_std)]
+        z = (num - np.asarray(self.static_mean)) / np.asarray(self.static_std)
+        parts = [np.clip(z, -self.clip, self.clip)]
         for col in CATEGORICAL_STATIC:
             vocab = self.vocab[col]
             idx = pdf[col].map({v: i for i, v in enumerate(vocab)}).fillna(len(vocab)).to_numpy(dtype=int)
+            if as_other is not None:
+                idx = np.where(as_other, len(vocab), idx)
             parts.append(np.eye(len(vocab) + 1)[idx])
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def inputs(self, pdf: pd.DataFrame) -> Dict[str, np.ndarray]:
-        return {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf)}
+    def inputs(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        return {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf, as_other)}
+
+    def contract(self) -> Dict:
+        """The feature contract this model was trained on (compared with the feature table's before scoring)."""
+        from .feature_spec import feature_contract
+
+        return feature_contract(self.channels, self.n_buckets, self.bucket_days)
 
 
-def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: int) -> FeatureStats:
+def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: int, recent_days: int = 28,
+                  clip: float = 10.0) -> FeatureStats:
     """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark."""
     from pyspark.sql import functions as F
 
@@ -77,7 +103,7 @@ def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: in
         (F.col("pos") % C).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v"))
     rows = {r["c"]: r for r in ex.groupBy("c").agg(F.mean("v").alias("m"), F.stddev_pop("v").alias("s")).collect()}
     seq_mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(C)]
-    seq_std = [max(float(rows[c]["s"] or 0.0), 1e-6) if c in rows else 1.0 for c in range(C)]
+    seq_std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(C)]
     aggs = []
     for c in NUMERIC_STATIC:
         v = F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0)))
@@ -90,5 +116,5 @@ def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: in
     return FeatureStats(
         channels=channels, n_buckets=n_buckets, seq_mean=seq_mean, seq_std=seq_std,
         static_mean=[float(st[f"m_{c}"] or 0.0) for c in NUMERIC_STATIC],
-        static_std=[max(float(st[f"s_{c}"] or 0.0), 1e-6) for c in NUMERIC_STATIC],
-        vocab=vocab, bucket_days=bucket_days)
+        static_std=[_safe_std(st[f"s_{c}"]) for c in NUMERIC_STATIC],
+        vocab=vocab, bucket_days=bucket_days, recent_days=recent_days, clip=clip)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
@@ -99,13 +99,15 @@ def build_reference(
     horizon_days: int,
     as_of: dt.date,
     churn_definition: str = "no_order",
+    return_statuses: Sequence[str] = RETURN_STATUSES,
 ) -> pd.DataFrame:
     """One row per eligible (user_id, snapshot_date), sorted by snapshot_date then user_id.
 
     Columns: user_id, snapshot_date (datetime.date), split, label (1.0 / 0.0 / NaN when S + H > as_of),
     sequence (list of n_buckets * len(channels) floats, ``sequence[t * C + c]``), NUMERIC_STATIC (float),
     CATEGORICAL_STATIC (str, "unknown" when missing). Channels = ``channels_for`` of the sources among
-    orders/events/reviews present in ``tables`` (a key mapped to None counts as absent).
+    orders/events/reviews present in ``tables`` (a key mapped to None counts as absent). An order whose status is
+    one of ``return_statuses`` (compared trimmed and lower-case, like ingest stores them) is a return.
     """
     for name, value in (("n_buckets", n_buckets), ("bucket_days", bucket_days),
                         ("lookback_days", lookback_days), ("horizon_days", horizon_days)):
@@ -127,7 +129,8 @@ def build_reference(
     window_days = n_buckets * bucket_days
 
     orders = _prepare("orders", tables["orders"], "ts")
-    orders["is_return"] = orders["status"].isin(RETURN_STATUSES)  # null / any other status = a purchase
+    returns = {str(x).strip().lower() for x in return_statuses}
+    orders["is_return"] = orders["status"].isin(returns)  # null / any other status = a purchase
     events = _prepare("events", tables["events"], "ts") if "events" in sources else None
     reviews = _prepare("reviews", tables["reviews"], "ts") if "reviews" in sources else None
     users = _prepare("users", tables["users"], "signup_ts") if tables.get("users") is not None else None

@@ -13,6 +13,7 @@ from .bundle import ModelIntegrityError, verify_bundle
 from .config import Config
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # every newly registered version; only the validation step moves CHAMPION
 ARTIFACT_PATH = "model"
 
 
@@ -50,17 +51,47 @@ def register(cfg: Config, run_id: str, tags: Optional[dict] = None) -> str:
             raise
     source = f"{c.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     mv = c.create_model_version(cfg.registry.model_name, source=source, run_id=run_id, tags=tags or {})
+    c.set_registered_model_alias(cfg.registry.model_name, CHALLENGER, mv.version)
     return str(mv.version)
+
+
+def alias(cfg: Config, name: str):
+    """The ModelVersion carrying alias ``name``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(cfg).get_model_version_by_alias(cfg.registry.model_name, name)
+    except MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code) or "not found" in str(e).lower():
+            return None
+        raise
 
 
 def champion(cfg: Config):
     """The champion ModelVersion, or None when no version has been promoted yet."""
-    from mlflow.exceptions import MlflowException
+    return alias(cfg, CHAMPION)
 
-    try:
-        return client(cfg).get_model_version_by_alias(cfg.registry.model_name, CHAMPION)
-    except MlflowException:
-        return None
+
+def record_verdict(cfg: Config, mv, verdict: dict) -> None:
+    """The validation verdict on the model version (description + tags) and its MLflow run (metrics + tags)."""
+    import json
+
+    c = client(cfg)
+    status = ("PROMOTED" if verdict.get("promoted") else "NOT_COMPARABLE" if verdict.get("comparable") is False
+              else "SKIPPED" if verdict.get("mode") == "disabled" else "REJECTED")
+    c.update_model_version(cfg.registry.model_name, mv.version,
+                           description=f"validation ({verdict.get('mode')}): {status}: {verdict.get('reason', '')}")
+    tags = {"validation_status": status, "validation_mode": str(verdict.get("mode")),
+            "validation_reason": str(verdict.get("reason", ""))[:4000],
+            "validation_interval": json.dumps(verdict.get("interval"))}
+    for k, v in tags.items():
+        c.set_model_version_tag(cfg.registry.model_name, mv.version, k, v)
+    if mv.run_id:
+        c.set_tag(mv.run_id, "validation_status", status)
+        c.log_metric(mv.run_id, "gate_promoted", float(bool(verdict.get("promoted"))))
+        if verdict.get("interval"):
+            c.log_metric(mv.run_id, "gate_improvement_low", float(verdict["interval"][0]))
+            c.log_metric(mv.run_id, "gate_improvement_high", float(verdict["interval"][1]))
 
 
 def promote(cfg: Config, version: str) -> None:
@@ -72,20 +103,44 @@ def model_version(cfg: Config, version: str):
 
 
 def download_version(cfg: Config, version: Optional[str] = None) -> tuple[str, str]:
-    """Local directory of a registered version's bundle (champion when ``version`` is None), verified."""
+    """Local directory of a registered version's bundle (champion when ``version`` is None), verified.
+
+    The local cache is keyed by the bundle's digest, not the version number: after the MLflow store is reset a
+    new "version 1" is another model and must not load the old files.
+    """
+    import shutil
+    import uuid
+
     import mlflow
+
+    from .bundle import bundle_digest
+    from .mlflow_model import bundle_dir_of
 
     mv = model_version(cfg, version) if version else champion(cfg)
     if mv is None:
         raise ModelIntegrityError(f"no champion version of model '{cfg.registry.model_name}' in {cfg.tracking_uri}; "
                                   f"train first (churn-spark train) or pass --model-version")
-    target = Path(cfg.work_dir, "models", "registry", cfg.registry.model_name, str(mv.version))
-    if not (target / "manifest.json").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(target.parent / f".dl-{mv.version}"))
-        dl = target.parent / f".dl-{mv.version}" / ARTIFACT_PATH
-        src = dl if dl.is_dir() else target.parent / f".dl-{mv.version}"
-        for f in src.iterdir():
-            f.replace(target / f.name)
+    cache = Path(cfg.work_dir, "models", "registry", cfg.registry.model_name)
+    tagged = (mv.tags or {}).get("bundle_digest")
+    if tagged and (cache / tagged[:16] / "manifest.json").is_file():
+        target = cache / tagged[:16]
+        if bundle_digest(str(target)) == tagged:
+            return str(target), str(mv.version)
+    tmp = cache / f".dl-{mv.version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(tmp))
+        src = tmp / ARTIFACT_PATH if (tmp / ARTIFACT_PATH).is_dir() else tmp
+        src = Path(bundle_dir_of(str(src)))  # the bundle inside the MLflow pyfunc model
+        digest = bundle_digest(str(src))  # verifies every checksum
+        if tagged and digest != tagged:
+            raise ModelIntegrityError(f"model version {mv.version}: downloaded bundle digest {digest[:16]} does not "
+                                      f"match the registered bundle_digest {tagged[:16]}; refusing it")
+        target = cache / digest[:16]
+        if not (target / "manifest.json").is_file():  # a partial earlier copy is replaced
+            shutil.rmtree(target, ignore_errors=True)
+            src.replace(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     verify_bundle(str(target))
     return str(target), str(mv.version)

@@ -7,26 +7,34 @@ Concurrent runs on different snapshots both land (Delta's optimistic concurrency
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import registry
 from .config import Config
+from .delta_util import latest_version
+from .errors import BadInput
 from .logs import LOG, step
 from .predict import score_frame, ship_model
+from .reasons import ReasonSettings
+from .tiers import tier_expr
 
-RISK_COLUMNS = ["user_id", "snapshot_date", "churn_probability", "risk_tier", "risk_rank", "risk_percentile",
-                "top_reasons", "model_name", "model_version", "scored_at", "feature_table_version", "run_id"]
+RISK_COLUMNS = ["user_id", "snapshot_date", "churn_probability", "raw_score", "risk_tier", "risk_rank",
+                "risk_percentile", "top_reasons", "model_name", "model_version", "scored_at", "feature_table_version",
+                "run_id"]
+MAX_BACKOFF_S = 30.0  # cap of the exponential backoff between retried Delta commits
 
 
-class ScoringError(RuntimeError):
-    pass
+class ScoringError(RuntimeError, BadInput):
+    """Nothing to score, or a model that does not fit the feature table (exit 2)."""
 
 
 @dataclass
@@ -50,49 +58,64 @@ def latest_score_snapshot(features: DataFrame) -> dt.date:
     return row[0]
 
 
-def tier_column(prob, tiers: Dict[str, float]):
-    """Highest tier whose threshold the probability reaches; 'low' otherwise."""
-    expr = F.lit("low")
-    for name, threshold in sorted(tiers.items(), key=lambda kv: kv[1]):
-        expr = F.when(prob >= threshold, F.lit(name)).otherwise(expr)
-    return expr
-
-
-def risk_rows(scored: DataFrame, tiers: Dict[str, float], model_name: str, model_version: str,
-              features_version: int, run_id: str, scored_at: dt.datetime) -> DataFrame:
-    w = Window.partitionBy("snapshot_date").orderBy(F.desc("churn_probability"), "user_id")
-    return scored.select(
-        "user_id", "snapshot_date", "churn_probability",
-        tier_column(F.col("churn_probability"), tiers).alias("risk_tier"),
-        F.row_number().over(w).alias("risk_rank"),
-        F.round(1 - F.percent_rank().over(w), 6).alias("risk_percentile"),
+def risk_rows(scored: DataFrame, scoring, model_name: str, model_version: str, features_version: int, run_id: str,
+              scored_at: dt.datetime) -> DataFrame:
+    """Risk table rows. Users are ranked by the model's raw score (calibration is monotone but makes plateaus);
+    equal raw scores share a rank and a tier, so nothing depends on row order or user ids."""
+    w = Window.partitionBy("snapshot_date").orderBy(F.desc("raw_probability"))
+    n = F.count(F.lit(1)).over(Window.partitionBy("snapshot_date"))
+    ranked = scored.withColumn("risk_rank", F.rank().over(w)).withColumn("_n", n)
+    share_above = (F.col("risk_rank") - 1) / F.col("_n")
+    return ranked.select(
+        "user_id", "snapshot_date", "churn_probability", F.col("raw_probability").alias("raw_score"),
+        tier_expr(scoring.tier_mode, scoring.tier_shares, scoring.tiers, share_above,
+                  F.col("churn_probability")).alias("risk_tier"),
+        "risk_rank",
+        F.round(1 - share_above, 6).alias("risk_percentile"),
         F.coalesce("top_reasons", F.array().cast("array<string>")).alias("top_reasons"),
         F.lit(model_name).alias("model_name"), F.lit(str(model_version)).alias("model_version"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(features_version).cast("long").alias("feature_table_version"),
         F.lit(run_id).alias("run_id"),
-    )
+    ).select(*RISK_COLUMNS)
+
+
+def _conflicts() -> tuple:
+    """delta-spark's typed concurrent-modification exceptions (raised to Python by its py4j converter)."""
+    from delta import exceptions as dx  # importing it installs the converter
+
+    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
+            dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
+            dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
 
 
 def write_partition(df: DataFrame, path: str, snapshot: dt.date, retries: int, metadata: str = "") -> int:
-    """One Delta commit replacing exactly ``snapshot_date = snapshot``; retried on concurrent-modification errors."""
-    from delta.tables import DeltaTable
+    """One Delta commit replacing exactly ``snapshot_date = snapshot``; returns that commit's version.
 
+    Retried on Delta's concurrent-modification conflicts with capped, jittered backoff; ``df`` should be persisted
+    by the caller so a retry does not recompute it.
+    """
+    import json
+    import random
+
+    from .delta_util import commit_metadata, new_write_id, write_version
+
+    write_id = new_write_id()
+    meta = commit_metadata(write_id, **(json.loads(metadata) if metadata else {}))
     for attempt in range(retries + 1):
         try:
             (df.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
              .option("replaceWhere", f"snapshot_date = DATE'{snapshot.isoformat()}'")
-             .option("userMetadata", metadata).save(path))
+             .option("userMetadata", meta).save(path))
             break
-        except Exception as e:  # Delta raises ConcurrentAppend/ConcurrentDeleteRead/... via py4j
-            text = str(e)
-            if attempt < retries and ("Concurrent" in text or "ProtocolChanged" in text or "MetadataChanged" in text):
-                wait = 0.5 * 2 ** attempt
-                LOG.warning("concurrent Delta commit on %s (attempt %d), retrying in %.1fs", path, attempt + 1, wait)
-                time.sleep(wait)
-                continue
-            raise
-    return int(DeltaTable.forPath(df.sparkSession, path).history(1).select("version").first()[0])
+        except _conflicts() as e:
+            if attempt >= retries:
+                raise
+            wait = min(MAX_BACKOFF_S, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            LOG.warning("concurrent Delta commit on %s (%s, attempt %d), retrying in %.1fs", path,
+                        type(e).__name__, attempt + 1, wait)
+            time.sleep(wait)
+    return write_version(df.sparkSession, path, write_id)
 
 
 def register_catalog(spark: SparkSession, cfg: Config) -> Optional[str]:
@@ -111,14 +134,28 @@ def register_catalog(spark: SparkSession, cfg: Config) -> Optional[str]:
     return name
 
 
+def check_model_fits(spark: SparkSession, cfg: Config, model_dir: str, version: str, features_version: int) -> None:
+    """A model is only applied to rows of the feature contract it was trained on; otherwise a clear error."""
+    from .feature_spec import contract_differences
+    from .promotion import bundle_contract
+    from .sequences import table_contract
+
+    table = table_contract(spark, cfg.features_path, features_version) or cfg.feature_contract
+    diffs = contract_differences(bundle_contract(model_dir), table)
+    if diffs:
+        raise ScoringError(f"model version {version} was trained on other features than the feature table "
+                           f"{cfg.features_path} (version {features_version}) holds: {'; '.join(diffs)}. Train a "
+                           f"model on the current features (churn-spark train) or rebuild them with the model's "
+                           f"settings")
+
+
 def score(spark: SparkSession, cfg: Config, snapshot: Optional[dt.date] = None, model_version: Optional[str] = None,
           run_id: Optional[str] = None) -> ScoreResult:
     """Score every eligible user of a snapshot and write the risk partition (nothing is written on failure)."""
-    from delta.tables import DeltaTable
-
     run_id = run_id or uuid.uuid4().hex[:12]
     model_dir, version = registry.download_version(cfg, model_version)  # verifies checksums before anything else
-    fv = int(DeltaTable.forPath(spark, cfg.features_path).history(1).select("version").first()[0])
+    fv = latest_version(spark, cfg.features_path)
+    check_model_fits(spark, cfg, model_dir, version, fv)
     features = spark.read.format("delta").option("versionAsOf", fv).load(cfg.features_path)
     snapshot = snapshot or latest_score_snapshot(features)
     rows = features.where(F.col("snapshot_date") == F.lit(snapshot))
@@ -129,13 +166,18 @@ def score(spark: SparkSession, cfg: Config, snapshot: Optional[dt.date] = None, 
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
     t0 = time.time()
     with step("score", snapshot=snapshot, model_version=version) as info:
-        scored = score_frame(rows, ref, ["user_id", "snapshot_date"], with_reasons=cfg.scoring.reasons)
+        scored = score_frame(rows, ref, ["user_id", "snapshot_date"],
+                             reasons=ReasonSettings.from_config(cfg.scoring) if cfg.scoring.reasons else None)
         if not cfg.scoring.reasons:
             scored = scored.withColumn("top_reasons", F.lit(None).cast("array<string>"))
-        out = risk_rows(scored, cfg.scoring.tiers, cfg.registry.model_name, version, fv, run_id,
+        out = risk_rows(scored, cfg.scoring, cfg.registry.model_name, version, fv, run_id,
                         dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
-        meta = f'{{"run_id": "{run_id}", "model_version": "{version}", "feature_table_version": {fv}}}'
-        table_version = write_partition(out, cfg.risk_table_path, snapshot, cfg.scoring.max_retries, meta)
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)  # a retried commit must not re-run the model
+        meta = json.dumps({"run_id": run_id, "model_version": version, "feature_table_version": fv})
+        try:
+            table_version = write_partition(out, cfg.risk_table_path, snapshot, cfg.scoring.max_retries, meta)
+        finally:
+            out.unpersist()
         written = spark.read.format("delta").option("versionAsOf", table_version).load(cfg.risk_table_path) \
             .where(F.col("snapshot_date") == F.lit(snapshot))
         tiers = {r["risk_tier"]: r["n"] for r in written.groupBy("risk_tier").agg(F.count("*").alias("n")).collect()}

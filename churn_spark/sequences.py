@@ -8,46 +8,47 @@ users join. Bucket ``-1`` collects older history (lifetime statistics), ``-2`` t
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .feature_spec import (CATEGORICAL_STATIC, EVENT_CHANNEL, NUMERIC_STATIC, RETURN_STATUSES, channels_for,
-                           snapshot_plan)
+                           normalise_statuses, snapshot_plan)
+from .lake import utc_day
 
 _DAILY_SUMS = ["orders", "spend", "items", "returns", "views", "carts", "favourites", "searches", "reviews",
                "rating_sum", "any_order"]
 
 
-def _activity(tables: Dict[str, DataFrame]) -> DataFrame:
-    """Union of all sources as (user_id, day, channel values...) rows, one per input row."""
+def _activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str]) -> DataFrame:
+    """Union of all sources as (user_id, day, channel values...) rows, one per input row; ``day`` is the UTC day."""
     zero = {c: F.lit(0.0) for c in _DAILY_SUMS}
+    day = utc_day(F.col("ts")).alias("day")
     parts = []
     o = tables["orders"]
-    purchase = ~F.coalesce(F.col("status"), F.lit("")).isin(*RETURN_STATUSES)
-    parts.append(o.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in {
+    purchase = ~F.coalesce(F.col("status"), F.lit("")).isin(*normalise_statuses(return_statuses))
+    parts.append(o.select("user_id", day, *[v.alias(k) for k, v in {
         **zero, "orders": purchase.cast("double"), "spend": F.when(purchase, F.col("amount")).otherwise(0.0),
         "items": F.when(purchase, F.col("n_items")).otherwise(0.0), "returns": (~purchase).cast("double"),
         "any_order": F.lit(1.0)}.items()]))
     if "events" in tables:
         e = tables["events"]
         vals = {**zero, **{ch: (F.col("event_type") == et).cast("double") for et, ch in EVENT_CHANNEL.items()}}
-        parts.append(e.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in vals.items()]))
+        parts.append(e.select("user_id", day, *[v.alias(k) for k, v in vals.items()]))
     if "reviews" in tables:
         r = tables["reviews"]
         vals = {**zero, "reviews": F.lit(1.0), "rating_sum": F.col("rating").cast("double")}
-        parts.append(r.select("user_id", F.to_date("ts").alias("day"), *[v.alias(k) for k, v in vals.items()]))
+        parts.append(r.select("user_id", day, *[v.alias(k) for k, v in vals.items()]))
     out = parts[0]
     for p in parts[1:]:
         out = out.unionByName(p)
     return out
 
 
-def daily_activity(tables: Dict[str, DataFrame]) -> DataFrame:
+def daily_activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str] = RETURN_STATUSES) -> DataFrame:
     """(user_id, day) -> channel sums; partitioned by user_id so later groupings need no further shuffle."""
-    return (_activity(tables).repartition("user_id")
+    return (_activity(tables, return_statuses).repartition("user_id")
             .groupBy("user_id", "day").agg(*[F.sum(c).alias(c) for c in _DAILY_SUMS]))
 
 
@@ -58,14 +59,18 @@ def snapshots_frame(spark: SparkSession, plan: Dict[dt.date, str], horizon_days:
 
 def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict[dt.date, str], *, n_buckets: int,
                    bucket_days: int, lookback_days: int, horizon_days: int, as_of: dt.date,
-                   churn_definition: str = "no_order") -> DataFrame:
-    """Feature rows for every eligible (user, snapshot) of ``plan``; see ``feature_spec`` for the contract."""
+                   churn_definition: str = "no_order", return_statuses: Sequence[str] = RETURN_STATUSES) -> DataFrame:
+    """Feature rows for every eligible (user, snapshot) of ``plan``; see ``feature_spec`` for the contract.
+
+    ``return_statuses`` are the order statuses counted as returns (``validation.return_statuses``); any other
+    status, or none, is a purchase.
+    """
     T, B = n_buckets, bucket_days
     channels = channels_for(list(tables))
     snaps = snapshots_frame(spark, plan, horizon_days, as_of)
     day, S = F.col("day"), F.col("snapshot_date")
     k = F.datediff(S, day)
-    joined = (daily_activity(tables).join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
+    joined = (daily_activity(tables, return_statuses).join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
               .withColumn("bucket", F.when(k <= 0, F.lit(-2))
                           .when(k <= T * B, T - 1 - F.floor((k - 1) / B))
                           .otherwise(F.lit(-1)).cast("int")))
@@ -120,7 +125,7 @@ def _with_users(features: DataFrame, users: DataFrame | None) -> DataFrame:
     if users is None:
         return features.withColumn("tenure_days", F.col("_tenure_orders")) \
             .withColumn("country", F.lit("unknown")).withColumn("channel", F.lit("unknown")).drop("_tenure_orders")
-    u = users.select("user_id", F.to_date("ts").alias("_signup"), "country", "channel").dropDuplicates(["user_id"])
+    u = users.select("user_id", utc_day(F.col("ts")).alias("_signup"), "country", "channel").dropDuplicates(["user_id"])
     j = features.join(u, "user_id", "left")
     return j.select(
         "*",
@@ -138,17 +143,30 @@ def build_from_config(spark: SparkSession, cfg, tables: Dict[str, DataFrame], ru
     return build_features(spark, tables, plan_for(cfg, run_date), n_buckets=cfg.sequence.n_buckets,
                           bucket_days=cfg.sequence.bucket_days, lookback_days=cfg.lookback_days,
                           horizon_days=cfg.snapshots.horizon_days, as_of=run_date,
-                          churn_definition=cfg.snapshots.churn_definition)
+                          churn_definition=cfg.snapshots.churn_definition,
+                          return_statuses=cfg.validation.return_statuses)
 
 
-def write_features(features: DataFrame, path: str, snapshots: List[dt.date], lineage: dict) -> int:
-    """Replace exactly the given snapshot partitions in one Delta commit; returns the new table version."""
-    from delta.tables import DeltaTable
+def write_features(features: DataFrame, path: str, snapshots: List[dt.date], lineage: dict,
+                   contract: Optional[dict] = None) -> int:
+    """Replace exactly the given snapshot partitions in one Delta commit; returns the version of that commit.
 
-    spark = features.sparkSession
+    The commit's metadata records the input versions and the feature contract (channels, buckets, statics), which
+    scoring and the gate compare with a model's before applying it.
+    """
+    from .delta_util import commit_metadata, new_write_id, write_version
+
     dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(snapshots))
+    write_id = new_write_id()
     (features.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
      .option("replaceWhere", f"snapshot_date IN ({dates})")
-     .option("userMetadata", json.dumps({"inputs": lineage}, sort_keys=True, default=str))
+     .option("userMetadata", commit_metadata(write_id, inputs=lineage, contract=contract))
      .save(path))
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return write_version(features.sparkSession, path, write_id)
+
+
+def table_contract(spark: SparkSession, path: str, version: int) -> Optional[dict]:
+    """The feature contract recorded by the commit that wrote ``version`` (None for tables written before)."""
+    from .delta_util import commit_user_metadata
+
+    return (commit_user_metadata(spark, path, version) or {}).get("contract")

@@ -84,9 +84,9 @@ def build_session(cfg: Config, app_name: str | None = None):
             builder = configure_spark_with_delta_pip(builder)
         spark = builder.getOrCreate()
     except Exception as e:  # an Ivy resolution failure kills the JVM before it reports its port
-        if not has_delta_jars:
-            raise DeltaUnavailable(f"Spark failed to start while resolving the Delta packages. {DELTA_HELP}\n"
-                                   f"Cause: {e}") from e
+        if not has_delta_jars and "gateway process exited" in str(e):
+            raise DeltaUnavailable(f"Spark failed to start, most likely while resolving the Delta packages (the "
+                                   f"launcher's output above says which). {DELTA_HELP}\nCause: {e}") from e
         raise
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     _check_delta(spark)
@@ -94,8 +94,10 @@ def build_session(cfg: Config, app_name: str | None = None):
 
 
 def _check_delta(spark) -> None:
+    from py4j.protocol import Py4JJavaError
+
     try:
         spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True,
                                             spark._jvm.Thread.currentThread().getContextClassLoader())
-    except Exception as e:
+    except Py4JJavaError as e:  # ClassNotFoundException: the jars are not on the classpath
         raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e

@@ -13,6 +13,6 @@ print(f"  feature table:  {work / 'tables' / 'features'} (version {steps['build_
 print(f"  risk table:     {Path(summary['risk_table']).resolve()} (Delta, partition snapshot_date={run_date}, "
       f"{steps['score']['users']} users, tiers {steps['score']['tiers']})")
 print(f"  catalog:        {summary['catalog_table']} and churn.churn_risk_latest (metastore under {work / 'metastore'})")
-print(f"  model:          version {steps['train']['model_version']} (promoted: {steps['train']['promoted']})")
+print(f"  model:          version {steps['train']['model_version']} (promoted: {steps['validate']['promoted']}: {steps['validate']['reason']})")
 print(f"  MLflow UI:      {summary['mlflow_ui']}")
 print(f"  report:         {Path(steps['report']['report']).resolve()}")

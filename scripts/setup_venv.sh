@@ -28,7 +28,7 @@ $PIP install --quiet --upgrade 'pip<25' 'setuptools<70' wheel
 echo "setup: installing the pinned stack (first run downloads ~1 GB; later runs use pip's cache)"
 grep -v '^horovod' requirements.lock > "$VENV/constraints.txt"
 $PIP install --quiet -c "$VENV/constraints.txt" \
-  tensorflow-cpu numpy pandas pyarrow pyspark delta-spark scikit-learn mlflow pyyaml pydantic matplotlib pytest
+  tensorflow-cpu numpy pandas pyarrow pyspark delta-spark scikit-learn mlflow pyyaml pydantic matplotlib pytest ruff
 if ! "$VENV/bin/python" -c 'import horovod.tensorflow, horovod.spark' >/dev/null 2>&1; then
   echo "setup: building horovod 0.28.1 with Gloo against TensorFlow (~4 min the first time; pip caches the wheel)"
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \

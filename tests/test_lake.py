@@ -35,27 +35,29 @@ def test_every_reason_code_and_the_accounting_identity(spark, tmp_path):
         (6, "u1", ts, -3.0, 1, "completed"),      # negative_amount
         (7, "u2", ts, 5.0, 2, "refunded"),        # good
         (7, "u2", ts, 5.0, 2, "refunded"),        # exact_duplicate
+        (8, "u1", ts, None, 1, "completed"),      # bad_amount (missing)
+        (9, "u1", ts, 10.0, 1, "lost"),           # unknown_status
     ], "order_id long, user_id string, order_ts string, amount double, n_items int, status string", f"{lake}/orders")
     _write(spark, [("u1", ts, "view"), ("u1", ts, "teleport"), (" ", ts, "cart")],
            "user_id string, event_ts string, event_type string", f"{lake}/events")
     _write(spark, [("u1", ts, 5), ("u1", ts, 9)], "user_id string, review_ts string, rating int", f"{lake}/reviews")
     res = ingest(spark, cfg, "run-1", CLOCK)
     o, e, r = res.counts["orders"], res.counts["events"], res.counts["reviews"]
-    assert o.by_reason == {"null_user_id": 1, "null_ts": 1, "unparseable_ts": 1, "future_ts": 1,
-                           "negative_amount": 1, "exact_duplicate": 1}
-    assert (o.rows_in, o.used, o.quarantined, o.deduplicated) == (8, 2, 5, 1)
+    assert o.by_reason == {"null_user_id": 1, "null_ts": 1, "unparseable_ts": 1, "future_ts": 1, "bad_amount": 1,
+                           "negative_amount": 1, "unknown_status": 1, "exact_duplicate": 1}
+    assert (o.rows_in, o.used, o.quarantined, o.deduplicated) == (10, 2, 7, 1)
     assert e.by_reason == {"unknown_event_type": 1, "null_user_id": 1} and e.used == 1
     assert r.by_reason == {"bad_rating": 1} and r.used == 1
     assert all(c.balanced for c in res.counts.values())
     assert res.tables["orders"].count() == 2
     n = write_quarantine(res, cfg.quarantine_path, "run-1")
     q = spark.read.format("delta").load(cfg.quarantine_path)
-    assert q.count() == n == 9
+    assert q.count() == n == 11
     row = q.where("reason = 'negative_amount'").first()
     assert row.source == "orders" and '"amount":-3.0' in row.raw_row and row.run_id == "run-1"
     # a rerun of the same run id replaces its own rows instead of duplicating them
     write_quarantine(res, cfg.quarantine_path, "run-1")
-    assert spark.read.format("delta").load(cfg.quarantine_path).count() == 9
+    assert spark.read.format("delta").load(cfg.quarantine_path).count() == 11
 
 
 def test_csv_malformed_lines_bad_types_and_timestamp_formats(spark, tmp_path):
@@ -133,3 +135,74 @@ def test_negative_or_unparseable_item_counts_are_quarantined(spark, tmp_path):
     res = ingest(spark, cfg, "r", CLOCK)
     assert res.counts["orders"].by_reason == {"bad_n_items": 2} and res.counts["orders"].balanced
     assert sorted(r.n_items for r in res.tables["orders"].collect()) == [1.0, 2.0]  # a missing count means one item
+
+
+ORDERS = "order_id long, user_id string, order_ts string, amount double, n_items int, status string"
+
+
+def test_statuses_outside_the_configured_ones_are_quarantined(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
+    _write(spark, [(1, "u1", "2026-05-01", 1.0, 1, "completed"), (2, "u1", "2026-05-01", 1.0, 1, " Refunded "),
+                   (3, "u1", "2026-05-01", 1.0, 1, "CANCELLED"), (4, "u1", "2026-05-01", 1.0, 1, "shipped"),
+                   (5, "u1", "2026-05-01", 1.0, 1, None), (6, "u1", "2026-05-01", 1.0, 1, "")],
+           ORDERS, f"{cfg.lake_dir}/orders")
+    res = ingest(spark, cfg, "r", CLOCK)
+    assert res.counts["orders"].by_reason == {"unknown_status": 3} and res.counts["orders"].balanced
+    assert sorted(r.status for r in res.tables["orders"].collect()) == ["cancelled", "completed", "refunded"]
+    # a status the operator declares is no longer unknown
+    cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9", "validation.purchase_statuses=[completed, Shipped]")
+    assert ingest(spark, cfg, "r", CLOCK).counts["orders"].by_reason == {"unknown_status": 2}
+
+
+def test_orders_without_a_status_column_are_all_purchases(spark, tmp_path):
+    cfg = _orders_only(tmp_path)
+    _write(spark, [(1, "u1", "2026-05-01", 1.0), (2, "u2", "2026-05-02", 2.0)],
+           "order_id long, user_id string, order_ts string, amount double", f"{cfg.lake_dir}/orders")
+    res = ingest(spark, cfg, "r", CLOCK)
+    assert res.counts["orders"].by_reason == {} and res.counts["orders"].used == 2
+    assert {r.status for r in res.tables["orders"].collect()} == {"completed"}
+
+
+def test_missing_amount_is_a_bad_amount(spark, tmp_path):
+    cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
+    _write(spark, [(1, "u1", "2026-05-01", 4.5, 1, "completed"), (2, "u1", "2026-05-02", None, 1, "completed")],
+           ORDERS, f"{cfg.lake_dir}/orders")
+    res = ingest(spark, cfg, "r", CLOCK)
+    assert res.counts["orders"].by_reason == {"bad_amount": 1} and res.counts["orders"].balanced
+    assert [r.amount for r in res.tables["orders"].collect()] == [4.5]
+
+
+def test_naive_values_ignore_the_session_time_zone(spark, tmp_path):
+    """Strings, dates and TIMESTAMP_NTZ are wall clocks of the source zone, whatever spark.sql.session.timeZone is;
+    the future check compares with midnight UTC of the clock."""
+    cfg = _orders_only(tmp_path, "sources.orders.timezone=Europe/Berlin", "validation.max_bad_fraction=0.9")
+    _write(spark, [(1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
+                   (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed"),
+                   (3, "u3", "2026-06-01 01:30:00", 1.0, 1, "completed"),  # 23:30 UTC May 31: not in the future
+                   (4, "u4", "2026-06-01 02:30:00", 1.0, 1, "completed")],  # 00:30 UTC June 1: future
+           ORDERS, f"{cfg.lake_dir}/orders")
+    utc = make_config(tmp_path / "utc", "sources.events=null", "sources.reviews=null",
+                      "sources.orders.columns.ts=day", "sources.users.columns.ts=seen")
+    _write(spark, [(1, "u1", dt.date(2026, 5, 1), 1.0, 1, "completed")],
+           "order_id long, user_id string, day date, amount double, n_items int, status string",
+           f"{utc.lake_dir}/orders")
+    _write(spark, [("u1", dt.datetime(2026, 5, 1, 23, 30), "DE", "ads")],
+           "user_id string, seen timestamp_ntz, country string, channel string", f"{utc.lake_dir}/users")
+    before = spark.conf.get("spark.sql.session.timeZone")
+    try:
+        spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")
+        res = ingest(spark, cfg, "r", CLOCK)
+        got = {r.user_id: r.ts for r in res.tables["orders"].collect()}
+        assert res.counts["orders"].by_reason == {"future_ts": 1}
+        typed = ingest(spark, utc, "r", CLOCK)
+        typed_ts = typed.tables["orders"].select("ts").collect() + typed.tables["users"].select("ts").collect()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", before)
+    # collected timestamps are naive datetimes in the driver's zone: compare instants
+    epoch = {u: int(t.timestamp()) for u, t in got.items()}
+    assert epoch == {"u1": _utc(2026, 5, 1, 10), "u2": _utc(2026, 5, 1, 12), "u3": _utc(2026, 5, 31, 23, 30)}
+    assert [int(r.ts.timestamp()) for r in typed_ts] == [_utc(2026, 5, 1), _utc(2026, 5, 1, 23, 30)]
+
+
+def _utc(*parts) -> int:
+    return int(dt.datetime(*parts, tzinfo=dt.timezone.utc).timestamp())

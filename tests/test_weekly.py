@@ -14,6 +14,7 @@ from churn_spark import pipeline, registry
 from churn_spark.bundle import ModelIntegrityError, load_bundle
 from churn_spark.feature_spec import NUMERIC_STATIC
 from churn_spark.predict import get_bundle, score_frame, ship_model
+from churn_spark.reasons import ReasonSettings
 from churn_spark.score import ScoringError, score
 
 @pytest.fixture(scope="module")
@@ -54,11 +55,61 @@ def test_every_eligible_user_scored_exactly_once(spark, weekly):
     assert risk.select("user_id").distinct().count() == risk.count()
     assert risk.join(eligible, "user_id", "left_anti").count() == 0
     s = risk.agg(F.min("churn_probability"), F.max("churn_probability"), F.min("risk_rank"), F.max("risk_rank")).first()
-    assert 0.0 <= s[0] <= s[1] <= 1.0 and s[2] == 1 and s[3] == risk.count()
-    row = risk.orderBy("risk_rank").first()
+    assert 0.0 <= s[0] <= s[1] <= 1.0 and s[2] == 1 and s[3] <= risk.count()
+    row = risk.orderBy("risk_rank", "user_id").first()
     assert row.model_name == cfg.registry.model_name and row.model_version == "1"
     assert row.feature_table_version == weekly[1]["steps"]["build_sequences"]["features_version"]
-    assert row.risk_tier in cfg.scoring.tiers and 0 < len(row.top_reasons) <= 3
+    assert row.risk_tier == "high" and 0 < len(row.top_reasons) <= 3
+
+
+def test_ranks_and_tiers_follow_the_raw_score_and_never_the_row_order(spark, weekly):
+    """rank = 1 + users with a strictly higher raw score; equal scores share rank and tier; tiers by share."""
+    cfg, _ = weekly
+    pdf = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).toPandas()
+    raw = pdf["raw_score"].to_numpy()
+    higher = np.array([(raw > r).sum() for r in raw])
+    assert (pdf["risk_rank"].to_numpy() == higher + 1).all()
+    assert pdf.groupby("raw_score")["risk_tier"].nunique().max() == 1
+    # churn_probability is monotone in raw_score (calibration keeps the order)
+    o = pdf.sort_values("raw_score")
+    assert (np.diff(o["churn_probability"].to_numpy()) >= -1e-12).all()
+    share_high = (pdf["risk_tier"] == "high").mean()
+    assert 0.09 <= share_high <= 0.13, share_high
+    assert 0.28 <= (pdf["risk_tier"] != "low").mean() <= 0.33
+
+
+def test_a_model_is_not_applied_to_features_of_another_contract(spark, weekly, tmp_path):
+    import hashlib
+    import json as _json
+
+    from churn_spark.score import check_model_fits
+
+    cfg, log = weekly
+    model_dir, version = registry.download_version(cfg)
+    fv = log["steps"]["build_sequences"]["features_version"]
+    check_model_fits(spark, cfg, model_dir, version, fv)  # the real pair fits
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    stats = _json.loads((other / "stats.json").read_text())
+    (other / "stats.json").write_text(_json.dumps({**stats, "bucket_days": 14}))
+    manifest = _json.loads((other / "manifest.json").read_text())  # a consistent bundle, only trained otherwise
+    manifest["files"]["stats.json"] = hashlib.sha256((other / "stats.json").read_bytes()).hexdigest()
+    (other / "manifest.json").write_text(_json.dumps(manifest))
+    with pytest.raises(ScoringError, match="bucket_days: model 14 vs features 7"):
+        check_model_fits(spark, cfg, str(other), "x", fv)
+
+
+def test_a_new_category_scores_within_the_range_of_known_ones(spark, weekly):
+    cfg, _ = weekly
+    model_dir, _ = registry.download_version(cfg)
+    b = load_bundle(model_dir)
+    pdf = _features(spark, cfg, RUN).limit(300).toPandas()
+    means = {}
+    for country in [*b.stats.vocab["country"], "Atlantis"]:
+        x = b.stats.inputs(pdf.assign(country=country))
+        means[country] = float(np.mean(b.model.predict(x, verbose=0)))
+    known = [v for k, v in means.items() if k != "Atlantis"]
+    assert min(known) - 0.02 <= means["Atlantis"] <= max(known) + 0.02, means
 
 
 def test_probabilities_equal_plain_predict(spark, weekly):
@@ -160,11 +211,16 @@ def test_reasons_point_at_the_planted_channel(spark, weekly):
     rows["country"], rows["channel"] = "DE", "organic"
     df = spark.createDataFrame(rows[["user_id", "sequence", *NUMERIC_STATIC, "country", "channel"]])
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
-    out = {r.user_id: r for r in score_frame(df, ref, ["user_id"], with_reasons=True).collect()}
+    out = {r.user_id: r for r in score_frame(df, ref, ["user_id"], reasons=ReasonSettings()).collect()}
     assert out["stopped"].churn_probability > out["steady"].churn_probability
     order_codes = ("orders_", "spend_", "items_", "days_since_last_order")
     assert any(code.startswith(order_codes) for code in out["stopped"].top_reasons), out["stopped"].top_reasons
-    again = {r.user_id: r.top_reasons for r in score_frame(df, ref, ["user_id"], with_reasons=True).collect()}
+    # true statements only: the steady user's rates did not change; neither user reviewed recently (stopped) or
+    # badly (steady rates 4.5), so no review code may appear whatever the model attributes
+    assert not any("_down_" in c or "_up_" in c for c in out["steady"].top_reasons), out["steady"].top_reasons
+    for user in ("steady", "stopped"):
+        assert not any(c.startswith(("bad_review", "rating_mean_")) for c in out[user].top_reasons), out[user]
+    again = {r.user_id: r.top_reasons for r in score_frame(df, ref, ["user_id"], reasons=ReasonSettings()).collect()}
     assert again["stopped"] == out["stopped"].top_reasons  # deterministic
 
 

@@ -107,7 +107,7 @@ def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spar
     cols = ["user_id", "churn_probability", "risk_tier", "risk_rank"]
     later_rows = _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True)
     log = pipeline.weekly(spark, cfg, earlier)
-    assert list(log["steps"]) == list(pipeline.STEPS) and not log["steps"]["train"]["promoted"]
+    assert list(log["steps"]) == list(pipeline.STEPS) and not log["steps"]["validate"]["promoted"]
     import pandas as pd
     pd.testing.assert_frame_equal(
         _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), later_rows)

@@ -1,0 +1,74 @@
+"""The trained bundle as a real MLflow Model (pyfunc, "models from code"): no pickle, checksums still verified.
+
+``mlflow.pyfunc.load_model("models:/<name>/<version>")`` and ``mlflow models predict`` work on every registered
+version. The model directory holds ``MLmodel``, the code file ``pyfunc_entry.py`` (which defines the model, so
+nothing is pickled), the project package (``code_paths``) and the bundle as an artifact; loading verifies the
+bundle's SHA-256 manifest exactly like the Spark scorer does. Input: feature rows (``sequence`` + static columns);
+output: ``churn_probability`` (calibrated) and ``raw_score``.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+BUNDLE_ARTIFACT = "bundle"
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+
+
+def _python_model_class():
+    import mlflow.pyfunc
+
+    class ChurnModel(mlflow.pyfunc.PythonModel):
+        """Feature rows in, calibrated probability and raw score out, through the project's own preprocessing."""
+
+        def load_context(self, context):
+            from churn_spark.bundle import load_bundle
+
+            self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            import numpy as np
+
+            from churn_spark.predict import raw_probability
+
+            b = self.bundle
+            rows = model_input.copy()
+            rows["sequence"] = [np.asarray(s, dtype=np.float64) for s in rows["sequence"]]
+            raw = raw_probability(b, b.stats.inputs(rows))
+            return pd.DataFrame({"churn_probability": np.clip(b.calibrator(raw), 0.0, 1.0), "raw_score": raw})
+
+    return ChurnModel
+
+
+def save_pyfunc(bundle_dir: str, path: str) -> str:
+    """Write an MLflow pyfunc model wrapping ``bundle_dir`` at ``path`` (replaced if present)."""
+    import mlflow.pyfunc
+
+    from ..bundle import verify_bundle
+
+    verify_bundle(bundle_dir)
+    shutil.rmtree(path, ignore_errors=True)
+    package = Path(__file__).resolve().parent.parent
+    mlflow.pyfunc.save_model(path, python_model=str(ENTRY), artifacts={BUNDLE_ARTIFACT: bundle_dir},
+                             code_paths=[str(package)], pip_requirements=_requirements())
+    return path
+
+
+def _requirements() -> list:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("tensorflow-cpu", "numpy", "pandas", "scikit-learn", "mlflow",
+                                             "pydantic", "pyyaml")]
+
+
+def bundle_dir_of(model_dir: str) -> str:
+    """The bundle inside a downloaded registered version (an MLflow model dir, or a plain bundle of older runs)."""
+    import yaml
+
+    d = Path(model_dir)
+    if not (d / "MLmodel").is_file():
+        return str(d)
+    flavor = yaml.safe_load((d / "MLmodel").read_text())["flavors"]["python_function"]
+    return str(d / flavor["artifacts"][BUNDLE_ARTIFACT]["path"])
