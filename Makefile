@@ -9,7 +9,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo sql-server test test-fast lint bench clean
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -31,6 +31,12 @@ test: setup lint
 
 test-fast: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider -m "not slow"
+
+# JDBC/ODBC endpoint over the demo's tables (jdbc:hive2://127.0.0.1:$(SQL_PORT)/churn) until Ctrl-C
+SQL_PORT ?= 10000
+sql-server: setup
+	$(VENV)/bin/churn-spark sql-server --config conf/local.yaml --set work_dir=$(DEMO_WORK) \
+	  --set spark.conf.spark.driver.memory=1g --port $(SQL_PORT)
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -1,4 +1,5 @@
 """churn-spark: churn early-warning on Spark (behaviour sequences, Horovod-trained CNN+RNN, Delta risk table)."""
+
 from setuptools import find_namespace_packages, setup
 
 setup(

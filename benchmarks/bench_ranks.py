@@ -3,6 +3,7 @@
 Reports global samples/s (sum over ranks). On a 2-core machine each rank gets one core (TF pinned to 1 thread),
 so the ideal ratio is 2.0; data feeding, allreduce and Spark's own share of the cores take their part.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ def main(users: int = 3000, epochs: int = 6, batch_size: int = 512) -> dict:
     if not Path(cfg.features_path, "_delta_log").is_dir():
         build_sequences(spark, cfg, RUN)
     splits = load_splits(spark, cfg, RUN, features_version(spark, cfg.features_path))
-    stats = compute_stats(splits["train"], channels_for(list(cfg.sources)), cfg.sequence.n_buckets,
-                          cfg.sequence.bucket_days)
+    stats = compute_stats(
+        splits["train"], channels_for(list(cfg.sources)), cfg.sequence.n_buckets, cfg.sequence.bucket_days
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-ranks-"))
     files = {s: export_split(splits[s], str(tmp / s), 8) for s in ("train", "validation")}
     out = {"users": users, "epochs": epochs, "batch_size": cfg.training.batch_size}
@@ -37,10 +39,18 @@ def main(users: int = 3000, epochs: int = 6, batch_size: int = 512) -> dict:
         rows = {s: [shard_rows(x) for x in shards[s]] for s in shards}
         # the same number of samples per epoch in both runs: global batch = batch * ranks
         steps = max(1, sum(rows["train"]) // (cfg.training.batch_size * n))
-        args = {"training": cfg.training.model_dump(), "stats": stats.to_json(), "pos_weight": 2.0,
-                "train_files": shards["train"], "val_files": shards["validation"], "steps_per_epoch": steps,
-                "validation_steps": max(1, min(rows["validation"]) // cfg.training.batch_size),
-                "checkpoint_dir": str(tmp / f"ckpt-{n}"), "model_dir": str(tmp / f"model-{n}"), "threads": 1}
+        args = {
+            "training": cfg.training.model_dump(),
+            "stats": stats.to_json(),
+            "pos_weight": 2.0,
+            "train_files": shards["train"],
+            "val_files": shards["validation"],
+            "steps_per_epoch": steps,
+            "validation_steps": max(1, min(rows["validation"]) // cfg.training.batch_size),
+            "checkpoint_dir": str(tmp / f"ckpt-{n}"),
+            "model_dir": str(tmp / f"model-{n}"),
+            "threads": 1,
+        }
         ranks = run_horovod(spark, args, n, 1800)
         out[f"ranks_{n}_samples_per_s"] = round(sum(r["samples_per_s"] for r in ranks), 1)
         out[f"ranks_{n}_train_rows"] = sum(rows["train"])

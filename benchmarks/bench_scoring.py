@@ -1,6 +1,7 @@
 """Scoring throughput, measured in one run on the same rows: raw ``model.predict`` in one process (the physical
 limit for this model) vs the pandas-UDF scorer (mapInPandas, Arrow batches) vs a row-at-a-time Python UDF, and the
 cost of reasons on top."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,6 @@ import json
 import tempfile
 
 import numpy as np
-
 from common import RUN, config, ensure_lake, session, timed
 
 
@@ -38,10 +38,23 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
     ensure_lake(spark, cfg, users)
     res = ingest(spark, cfg, "bench", RUN)
     s = cfg.sequence
-    feats = build_features(spark, res.tables, {RUN: "score"}, n_buckets=s.n_buckets, bucket_days=s.bucket_days,
-                           lookback_days=cfg.lookback_days, horizon_days=cfg.snapshots.horizon_days, as_of=RUN)
-    rows = feats.crossJoin(spark.range(replicate).withColumnRenamed("id", "copy")) \
-        .withColumn("user_id", F.concat_ws("-", "user_id", "copy")).drop("copy").repartition(2).cache()
+    feats = build_features(
+        spark,
+        res.tables,
+        {RUN: "score"},
+        n_buckets=s.n_buckets,
+        bucket_days=s.bucket_days,
+        lookback_days=cfg.lookback_days,
+        horizon_days=cfg.snapshots.horizon_days,
+        as_of=RUN,
+    )
+    rows = (
+        feats.crossJoin(spark.range(replicate).withColumnRenamed("id", "copy"))
+        .withColumn("user_id", F.concat_ws("-", "user_id", "copy"))
+        .drop("copy")
+        .repartition(2)
+        .cache()
+    )
     n = rows.count()
     model_dir = _bundle(spark, cfg, rows, tempfile.mkdtemp(prefix="bench-model-"))
     ref = ship_model(spark, model_dir, tempfile.mkdtemp(prefix="bench-ship-"))
@@ -58,8 +71,11 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
     settings = ReasonSettings.from_config(cfg.scoring)
 
     def run_udf(with_reasons: bool):
-        return score_frame(rows, ref, ["user_id"], reasons=settings if with_reasons else None) \
-            .agg(F.sum("churn_probability")).first()[0]
+        return (
+            score_frame(rows, ref, ["user_id"], reasons=settings if with_reasons else None)
+            .agg(F.sum("churn_probability"))
+            .first()[0]
+        )
 
     run_udf(False)  # warm-up: workers start, model loads once per worker
     _, t_udf = timed(run_udf, False)
@@ -70,25 +86,36 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
         import pandas as pd
 
         from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+
         bb = get_bundle(ref)
         row = pd.DataFrame([dict(zip(["sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC], [seq, *statics]))])
         return float(raw_probability(bb, bb.stats.inputs(row))[0])
 
     from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+
     row_udf = F.udf(one, T.DoubleType())
     sample = rows.limit(min(n, 2000))
     n_row = sample.count()
     sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p")).limit(10).collect()
-    _, t_row = timed(lambda: sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p"))
-                     .agg(F.sum("p")).first())
-    out = {"rows": n, "arrow_batch": cfg.scoring.batch_size,
-           "raw_predict_users_per_s": round(n / t_raw), "raw_predict_with_preprocess_users_per_s": round(n / t_raw_prep),
-           "pandas_udf_users_per_s": round(n / t_udf), "pandas_udf_with_reasons_users_per_s": round(n / t_udf_reasons),
-           "row_udf_users_per_s": round(n_row / t_row), "row_udf_rows": n_row,
-           "pandas_udf_vs_raw_predict": round(t_raw / t_udf, 3),
-           "pandas_udf_vs_raw_predict_with_preprocess": round(t_raw_prep / t_udf, 3),
-           "reasons_cost_factor": round(t_udf_reasons / t_udf, 2),
-           "pandas_udf_vs_row_udf": round((n / t_udf) / (n_row / t_row), 1)}
+    _, t_row = timed(
+        lambda: sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p"))
+        .agg(F.sum("p"))
+        .first()
+    )
+    out = {
+        "rows": n,
+        "arrow_batch": cfg.scoring.batch_size,
+        "raw_predict_users_per_s": round(n / t_raw),
+        "raw_predict_with_preprocess_users_per_s": round(n / t_raw_prep),
+        "pandas_udf_users_per_s": round(n / t_udf),
+        "pandas_udf_with_reasons_users_per_s": round(n / t_udf_reasons),
+        "row_udf_users_per_s": round(n_row / t_row),
+        "row_udf_rows": n_row,
+        "pandas_udf_vs_raw_predict": round(t_raw / t_udf, 3),
+        "pandas_udf_vs_raw_predict_with_preprocess": round(t_raw_prep / t_udf, 3),
+        "reasons_cost_factor": round(t_udf_reasons / t_udf, 2),
+        "pandas_udf_vs_row_udf": round((n / t_udf) / (n_row / t_row), 1),
+    }
     spark.stop()
     return out
 

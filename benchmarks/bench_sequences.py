@@ -3,6 +3,7 @@
 The reference is written for clarity (it is the correctness oracle), so the ratio mostly shows the cost of a naive
 one-process implementation; Spark's absolute rows/s is the figure to watch as the lake grows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,27 @@ def main(users: int = 1000) -> dict:
     ref_in["users"] = ref_in["users"].rename(columns={"ts": "signup_ts"})
     ref_in["orders"] = ref_in["orders"].drop(columns=["order_id"], errors="ignore")
     s = cfg.sequence
-    ref, t_ref = timed(build_reference, ref_in, plan_for(cfg, RUN), n_buckets=s.n_buckets, bucket_days=s.bucket_days,
-                       lookback_days=cfg.lookback_days, horizon_days=cfg.snapshots.horizon_days, as_of=RUN)
-    out = {"users": users, "input_rows": rows_in, "feature_rows": n_spark, "reference_rows": len(ref),
-           "spark_s": round(t_spark, 2), "pandas_reference_s": round(t_ref, 2),
-           "spark_rows_per_s": round(rows_in / t_spark), "reference_rows_per_s": round(rows_in / t_ref),
-           "speedup_spark_vs_reference": round(t_ref / t_spark, 2)}
+    ref, t_ref = timed(
+        build_reference,
+        ref_in,
+        plan_for(cfg, RUN),
+        n_buckets=s.n_buckets,
+        bucket_days=s.bucket_days,
+        lookback_days=cfg.lookback_days,
+        horizon_days=cfg.snapshots.horizon_days,
+        as_of=RUN,
+    )
+    out = {
+        "users": users,
+        "input_rows": rows_in,
+        "feature_rows": n_spark,
+        "reference_rows": len(ref),
+        "spark_s": round(t_spark, 2),
+        "pandas_reference_s": round(t_ref, 2),
+        "spark_rows_per_s": round(rows_in / t_spark),
+        "reference_rows_per_s": round(rows_in / t_ref),
+        "speedup_spark_vs_reference": round(t_ref / t_spark, 2),
+    }
     spark.stop()
     return out
 

@@ -1,4 +1,5 @@
 """Shared setup for the benchmarks: one local Spark session and a generated lake cached under work/bench."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,10 @@ RUN = dt.date(2026, 11, 2)
 def config(users: int, *overrides: str):
     from churn_spark.config import load_config
 
-    return load_config([str(REPO / "conf" / "local.yaml")],
-                       [f"work_dir={REPO / 'work' / 'bench' / f'u{users}'}", "spark.log_level=ERROR", *overrides])
+    return load_config(
+        [str(REPO / "conf" / "local.yaml")],
+        [f"work_dir={REPO / 'work' / 'bench' / f'u{users}'}", "spark.log_level=ERROR", *overrides],
+    )
 
 
 def session(cfg):

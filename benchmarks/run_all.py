@@ -1,4 +1,5 @@
 """Run every benchmark in one go (`make bench`) and print one JSON document with all ratios."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ if __name__ == "__main__":
         if out.returncode != 0:
             print(out.stderr[-4000:], file=sys.stderr)
             sys.exit(out.returncode)
-        results[b[:-3]] = json.loads(out.stdout[out.stdout.index("{"):])
+        results[b[:-3]] = json.loads(out.stdout[out.stdout.index("{") :])
         print(b, json.dumps(results[b[:-3]]), flush=True)
     (HERE.parent / "work" / "bench").mkdir(parents=True, exist_ok=True)
     (HERE.parent / "work" / "bench" / "results.json").write_text(json.dumps(results, indent=1))

@@ -5,6 +5,7 @@
   reason codes use (``Config.recent_buckets``, from ``sequence.recent_days``).
 * ``gbt``: gradient-boosted trees on the same aggregates plus the flattened T x C sequence.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -15,8 +16,9 @@ from pyspark.sql import functions as F
 from .feature_spec import NUMERIC_STATIC
 
 
-def _aggregates(df: DataFrame, channels: List[str], n_buckets: int, *,
-                recent_buckets: int) -> tuple[DataFrame, List[str]]:
+def _aggregates(
+    df: DataFrame, channels: List[str], n_buckets: int, *, recent_buckets: int
+) -> tuple[DataFrame, List[str]]:
     """RFM aggregates: log1p statics plus recent-window and whole-window totals of orders, spend and active days."""
     if not 1 <= recent_buckets <= n_buckets:
         raise ValueError(f"recent_buckets must be in 1..n_buckets ({n_buckets}), got {recent_buckets}")
@@ -33,8 +35,16 @@ def _aggregates(df: DataFrame, channels: List[str], n_buckets: int, *,
     return df.select("*", *[v.alias(k) for k, v in cols.items()]), list(cols)
 
 
-def fit_baselines(train: DataFrame, channels: List[str], n_buckets: int, gbt_max_iter: int, gbt_max_depth: int,
-                  seed: int, *, recent_buckets: int):
+def fit_baselines(
+    train: DataFrame,
+    channels: List[str],
+    n_buckets: int,
+    gbt_max_iter: int,
+    gbt_max_depth: int,
+    seed: int,
+    *,
+    recent_buckets: int,
+):
     """Fit both baselines; returns {name: fitted PipelineModel}."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
@@ -43,26 +53,32 @@ def fit_baselines(train: DataFrame, channels: List[str], n_buckets: int, gbt_max
 
     tr, agg_cols = _aggregates(train, channels, n_buckets, recent_buckets=recent_buckets)
     tr = tr.withColumn("seq_vec", array_to_vector("sequence"))
-    lr = Pipeline(stages=[
-        VectorAssembler(inputCols=agg_cols, outputCol="raw_features"),
-        StandardScaler(inputCol="raw_features", outputCol="features", withMean=True),
-        LogisticRegression(labelCol="label", featuresCol="features", maxIter=100, regParam=1e-3),
-    ])
-    gbt = Pipeline(stages=[
-        VectorAssembler(inputCols=agg_cols + ["seq_vec"], outputCol="features"),
-        GBTClassifier(labelCol="label", featuresCol="features", maxIter=gbt_max_iter, maxDepth=gbt_max_depth,
-                      seed=seed),
-    ])
+    lr = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=agg_cols, outputCol="raw_features"),
+            StandardScaler(inputCol="raw_features", outputCol="features", withMean=True),
+            LogisticRegression(labelCol="label", featuresCol="features", maxIter=100, regParam=1e-3),
+        ]
+    )
+    gbt = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=agg_cols + ["seq_vec"], outputCol="features"),
+            GBTClassifier(
+                labelCol="label", featuresCol="features", maxIter=gbt_max_iter, maxDepth=gbt_max_depth, seed=seed
+            ),
+        ]
+    )
     return {"lr_rfm": lr.fit(tr), "gbt": gbt.fit(tr)}
 
 
-def predict_baseline(model, df: DataFrame, channels: List[str], n_buckets: int, *,
-                     recent_buckets: int) -> DataFrame:
+def predict_baseline(model, df: DataFrame, channels: List[str], n_buckets: int, *, recent_buckets: int) -> DataFrame:
     """(user_id, label, probability) for a split."""
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     d, _ = _aggregates(df, channels, n_buckets, recent_buckets=recent_buckets)
     d = d.withColumn("seq_vec", array_to_vector("sequence"))
-    return model.transform(d).select("user_id", "label", vector_to_array("probability")[1].alias("p")) \
+    return (
+        model.transform(d)
+        .select("user_id", "label", vector_to_array("probability")[1].alias("p"))
         .withColumnRenamed("p", "probability")
-
+    )

@@ -3,6 +3,7 @@
 Everything is plain JSON or HDF5 weights — no pickles — and ``manifest.json`` holds the SHA-256 of every file.
 :func:`load_bundle` refuses a bundle whose files are missing or do not match their checksums, before any scoring.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,9 @@ class Bundle:
     digest: str
 
 
-def save_bundle(directory: str, model, stats: FeatureStats, calibrator: Optional[Calibrator] = None,
-                info: Optional[dict] = None) -> str:
+def save_bundle(
+    directory: str, model, stats: FeatureStats, calibrator: Optional[Calibrator] = None, info: Optional[dict] = None
+) -> str:
     """Write the bundle and its manifest; returns the manifest digest (identifies the bundle)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -80,8 +82,10 @@ def verify_bundle(directory: str) -> dict:
         if not (d / name).is_file():
             raise ModelIntegrityError(f"model bundle at {d}: {name} is missing")
         if expected != _sha256(d / name):
-            raise ModelIntegrityError(f"model bundle at {d}: checksum of {name} does not match the manifest "
-                                      f"(the file was altered or corrupted); refusing to load it")
+            raise ModelIntegrityError(
+                f"model bundle at {d}: checksum of {name} does not match the manifest "
+                f"(the file was altered or corrupted); refusing to load it"
+            )
     return manifest
 
 
@@ -99,6 +103,10 @@ def load_bundle(directory: str) -> Bundle:
     model = tf.keras.models.model_from_json((d / "model.json").read_text())
     model.load_weights(str(d / "weights.h5"))
     digest = manifest_digest(manifest)
-    return Bundle(model=model, stats=FeatureStats.from_json((d / "stats.json").read_text()),
-                  calibrator=Calibrator.from_dict(json.loads((d / "calibrator.json").read_text())),
-                  info=manifest.get("info", {}), digest=digest)
+    return Bundle(
+        model=model,
+        stats=FeatureStats.from_json((d / "stats.json").read_text()),
+        calibrator=Calibrator.from_dict(json.loads((d / "calibrator.json").read_text())),
+        info=manifest.get("info", {}),
+        digest=digest,
+    )

@@ -3,6 +3,7 @@
 Isotonic keeps the ranking and fixes the scale non-parametrically; Platt fits ``sigmoid(a * logit(p) + b)`` and is
 the safer choice with little validation data.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -5,6 +5,7 @@ the SparkSession from the config (keeping whatever spark-submit set), runs one l
 summary on stdout. Exit code (``errors``): 0 success, 2 bad configuration or input (do not retry), 3 transient
 infrastructure (retry), 1 any other failure (a bug).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,18 @@ from .config import ConfigError, load_config
 from .errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, exit_code
 from .logs import LOG, setup_logging
 
-JOBS = ("generate-lake", "build-sequences", "train", "validate", "score", "monitor", "weekly", "forget")
+JOBS = (
+    "generate-lake",
+    "build-sequences",
+    "train",
+    "validate",
+    "score",
+    "monitor",
+    "weekly",
+    "forget",
+    "sql-server",
+    "backfill",
+)
 
 
 def _date(s: str) -> dt.date:
@@ -46,11 +58,25 @@ def parser() -> argparse.ArgumentParser:
             who = s.add_mutually_exclusive_group(required=True)
             who.add_argument("--users", metavar="FILE", help="file with one user id per line")
             who.add_argument("--user", metavar="ID", help="one user id")
-            s.add_argument("--include-sources", action="store_true",
-                           help="also delete the users from the Delta lake sources")
+            s.add_argument(
+                "--include-sources", action="store_true", help="also delete the users from the Delta lake sources"
+            )
+        elif job == "backfill":
+            s.add_argument("--from", dest="start", type=_date, required=True, help="first snapshot (YYYY-MM-DD)")
+            s.add_argument("--to", dest="end", type=_date, required=True, help="last snapshot, inclusive")
+            s.add_argument("--every", type=int, default=7, help="days between snapshots (default 7)")
+            s.add_argument("--model-version", help="registered version (default: the champion)")
+            s.add_argument("--force", action="store_true", help="rescore snapshots already scored by that version")
+        elif job == "sql-server":
+            s.add_argument("--host", help="interface to bind (default sql_server.host, 127.0.0.1)")
+            s.add_argument("--port", type=int, help="Thrift/JDBC port (default sql_server.port, 10000)")
         else:
-            s.add_argument("--run-date", type=_date, required=job not in ("score", "validate"),
-                           help="snapshot date to score / run for (YYYY-MM-DD)")
+            s.add_argument(
+                "--run-date",
+                type=_date,
+                required=job not in ("score", "validate"),
+                help="snapshot date to score / run for (YYYY-MM-DD)",
+            )
         if job == "validate":
             s.add_argument("--model-version", help="version to validate (default: the challenger alias)")
         if job == "score":
@@ -65,14 +91,19 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, args.set)
+    if args.job == "sql-server":  # builds its own session (own metastore, Thrift settings)
+        from .sql_server import serve
+
+        return serve(cfg, host=args.host, port=args.port)
     from .session import build_session
 
     spark = build_session(cfg, app_name=f"churn-spark {args.job}")
     if args.job == "generate-lake":
         from .generator import LakeSpec, write_lake
 
-        spec = LakeSpec(users=args.users, weeks=args.weeks, end_date=args.end_date, seed=args.seed,
-                        dirty=args.dirty, csv=args.csv)
+        spec = LakeSpec(
+            users=args.users, weeks=args.weeks, end_date=args.end_date, seed=args.seed, dirty=args.dirty, csv=args.csv
+        )
         counts = write_lake(spark, spec, cfg.lake_dir)
         return {"lake": cfg.lake_dir, "rows": counts, "end_date": spec.end_date.isoformat()}
     from . import pipeline
@@ -81,6 +112,13 @@ def run(args: argparse.Namespace) -> dict:
         from .privacy import forget, read_ids
 
         return forget(spark, cfg, read_ids(args.users, args.user), include_sources=args.include_sources)
+    if args.job == "backfill":
+        from .backfill import backfill
+
+        return {
+            **backfill(spark, cfg, args.start, args.end, args.every, args.model_version, args.force),
+            "risk_table": cfg.risk_table_path,
+        }
     if args.job == "monitor":
         from .monitoring import update_model_performance
 
@@ -95,12 +133,23 @@ def run(args: argparse.Namespace) -> dict:
         from .score import score
 
         r = score(spark, cfg, snapshot=args.snapshot or args.run_date, model_version=args.model_version)
-        return {"snapshot": r.snapshot.isoformat(), "users": r.users, "tiers": r.tiers,
-                "risk_table": cfg.risk_table_path, "table_version": r.table_version,
-                "model_version": r.model_version, "users_per_s": round(r.users_per_s, 1)}
+        return {
+            "snapshot": r.snapshot.isoformat(),
+            "users": r.users,
+            "tiers": r.tiers,
+            "risk_table": cfg.risk_table_path,
+            "table_version": r.table_version,
+            "model_version": r.model_version,
+            "users_per_s": round(r.users_per_s, 1),
+            "actions": r.actions,
+        }
     out = pipeline.weekly(spark, cfg, args.run_date, force=args.force)
-    return {**out, "risk_table": cfg.risk_table_path, "catalog_table": cfg.scoring.catalog_table,
-            "mlflow_ui": f"mlflow ui --backend-store-uri {cfg.tracking_uri}"}
+    return {
+        **out,
+        "risk_table": cfg.risk_table_path,
+        "catalog_table": cfg.scoring.catalog_table,
+        "mlflow_ui": f"mlflow ui --backend-store-uri {cfg.tracking_uri}",
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -116,8 +165,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_INPUT
     except Exception as e:
         code = exit_code(e)
-        LOG.exception("job %s failed after %.1fs (exit %d: %s)", args.job, time.time() - t0, code,
-                      {EXIT_BAD_INPUT: "bad input, do not retry", EXIT_TRANSIENT: "transient, retry"}.get(code, "bug"))
+        LOG.exception(
+            "job %s failed after %.1fs (exit %d: %s)",
+            args.job,
+            time.time() - t0,
+            code,
+            {EXIT_BAD_INPUT: "bad input, do not retry", EXIT_TRANSIENT: "transient, retry"}.get(code, "bug"),
+        )
         print(f"churn-spark {args.job}: FAILED: {e}", file=sys.stderr)
         return code
     LOG.info("job %s finished in %.1fs", args.job, time.time() - t0)

@@ -4,6 +4,7 @@ Every job reads the same :class:`Config`. Files are merged in order (``conf/defa
 ``--config FILE``), then ``--set a.b=value`` overrides are applied. Every leaf remembers which file set it, so a bad
 key, a wrong type or a path outside the allowed roots is reported as ``key 'a.b' in FILE: ...``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -145,6 +146,59 @@ class ScoringConf(_Strict):
     max_retries: int = Field(5, ge=0)
 
 
+def _default_action_rules() -> Dict[str, str]:
+    return {
+        "views_down": "personal_recommendations",
+        "searches_down": "personal_recommendations",
+        "favourites_down": "personal_recommendations",
+        "orders_down": "coupon",
+        "spend_down": "coupon",
+        "items_down": "coupon",
+        "days_since_last_order_high": "coupon",
+        "returns_up": "service_call",
+        "bad_review": "service_call",
+        "rating_mean_down": "service_call",
+    }
+
+
+class LifecycleConf(_Strict):
+    """``churn_risk.lifecycle`` and ``expected_value_at_risk`` (see ``churn_spark/lifecycle.py``). Lapsed = no
+    purchase (no activity for churn_definition no_activity) for longer than clip(lapsed_gap_multiple x
+    tenure_days / lifetime_orders, floor_days, cap_days)."""
+
+    lapsed_gap_multiple: float = Field(4.0, gt=0)
+    floor_days: float = Field(56.0, ge=1)
+    cap_days: float = Field(150.0, ge=1)
+    value_window_days: int = Field(91, ge=1)  # recent spend rate over this many days (whole buckets)
+    value_prior_orders: float = Field(2.0, gt=0)  # the population prior is worth this many typical orders
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LifecycleConf":
+        if self.cap_days < self.floor_days:
+            raise ValueError(f"cap_days ({self.cap_days}) must be >= floor_days ({self.floor_days})")
+        return self
+
+
+class ActionsConf(_Strict):
+    """The ``churn_actions`` list (see ``churn_spark/actions.py``): savable users of ``tiers`` ranked by value at
+    risk, up to ``contact_budget`` contacted users, with a deterministic hold-out share flagged ``control``."""
+
+    enabled: bool = True
+    tiers: List[str] = Field(default_factory=lambda: ["high"])
+    contact_budget: Optional[int] = Field(1000, ge=0)  # users to contact per snapshot; null = everybody listed
+    control_share: float = Field(0.10, ge=0, lt=1)
+    # reason code (or code prefix) -> action; the longest key matching the user's strongest matching code wins
+    rules: Dict[str, str] = Field(default_factory=_default_action_rules)
+    default_action: str = "reminder_email"
+
+    @field_validator("rules")
+    @classmethod
+    def _keys(cls, v: Dict[str, str]) -> Dict[str, str]:
+        if any(not k.strip() or not str(a).strip() for k, a in v.items()):
+            raise ValueError("rule keys (reason codes or prefixes) and actions must be non-empty")
+        return v
+
+
 class LockConf(_Strict):
     """The weekly run lock (a row in a Delta table under work_dir): heartbeat period and stale-lock takeover."""
 
@@ -155,6 +209,20 @@ class LockConf(_Strict):
 class ReportConf(_Strict):
     psi_threshold: float = 0.2
     top_n: int = 25
+
+
+class SqlServerConf(_Strict):
+    """``churn-spark sql-server`` (Spark Thrift Server). ``auth: NONE`` is accepted only on 127.0.0.1; any other
+    bind address needs LDAP, CUSTOM (a PasswdAuthenticationProvider class) or KERBEROS, whose settings go in
+    ``hiveconf`` as ``hive.server2.*`` keys."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(10000, ge=1, le=65535)
+    auth: Literal["NONE", "LDAP", "CUSTOM", "KERBEROS"] = "NONE"
+    hiveconf: Dict[str, str] = Field(default_factory=dict)
+    refresh_s: float = Field(30.0, gt=0)  # how often tables that appeared since start and model metrics are picked up
+
+    _stringify = field_validator("hiveconf", mode="before")(SparkConf._stringify.__func__)
 
 
 class MonitoringConf(_Strict):
@@ -185,7 +253,10 @@ class Config(_Strict):
     training: TrainingConf = Field(default_factory=TrainingConf)
     registry: RegistryConf = Field(default_factory=RegistryConf)
     scoring: ScoringConf = Field(default_factory=ScoringConf)
+    lifecycle: LifecycleConf = Field(default_factory=LifecycleConf)
+    actions: ActionsConf = Field(default_factory=ActionsConf)
     report: ReportConf = Field(default_factory=ReportConf)
+    sql_server: SqlServerConf = Field(default_factory=SqlServerConf)
     lock: LockConf = Field(default_factory=LockConf)
     monitoring: MonitoringConf = Field(default_factory=MonitoringConf)
     privacy: PrivacyConf = Field(default_factory=PrivacyConf)
@@ -285,7 +356,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     if key.startswith("spark.conf."):  # Spark keys contain dots themselves
-        keys = ["spark", "conf", key[len("spark.conf."):]]
+        keys = ["spark", "conf", key[len("spark.conf.") :]]
     else:
         keys = key.split(".")
     return keys, yaml.safe_load(raw) if raw != "" else None
@@ -305,12 +376,16 @@ def default_file() -> Path:
     """conf/default.yaml: $CHURN_SPARK_CONF_DIR (set by deploy/submit.sh), the repo, or the working directory."""
     env = os.environ.get("CHURN_SPARK_CONF_DIR")
     candidates = ([Path(env) / "default.yaml"] if env else []) + [
-        DEFAULT_FILE, Path.cwd() / "conf" / "default.yaml", Path.cwd() / "default.yaml"]
+        DEFAULT_FILE,
+        Path.cwd() / "conf" / "default.yaml",
+        Path.cwd() / "default.yaml",
+    ]
     return next((c for c in candidates if c.is_file()), DEFAULT_FILE)
 
 
-def load_config(files: Optional[List[str]] = None, overrides: Optional[List[str]] = None,
-                include_default: bool = True) -> Config:
+def load_config(
+    files: Optional[List[str]] = None, overrides: Optional[List[str]] = None, include_default: bool = True
+) -> Config:
     """Merge default.yaml, the given files and ``key=value`` overrides into a validated :class:`Config`."""
     data: dict = {}
     origin: dict = {}
@@ -350,13 +425,17 @@ def _check_paths(cfg: Config) -> None:
             continue
         p = Path(os.path.abspath(cfg.source_location(name)))
         if ".." in Path(src.path).parts or not (p == lake or lake in p.parents):
-            raise ConfigError(f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
-                              f"{src.path!r} resolves to {p}, outside the lake root {lake}")
+            raise ConfigError(
+                f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
+                f"{src.path!r} resolves to {p}, outside the lake root {lake}"
+            )
 
 
 def require_source_exists(cfg: Config, name: str) -> None:
     """A missing source path is an error naming the key (checked when the source is read)."""
     src = cfg.sources[name]
     if src.path and "://" not in src.path and not Path(cfg.source_location(name)).exists():
-        raise ConfigError(f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
-                          f"{cfg.source_location(name)} does not exist")
+        raise ConfigError(
+            f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
+            f"{cfg.source_location(name)} does not exist"
+        )

@@ -4,6 +4,7 @@ Reading ``history(1)`` right after a write returns whichever commit is newest, w
 another writer's. Every project write therefore carries a unique ``write_id`` in its commit's ``userMetadata`` and
 :func:`write_version` finds that commit in the log.
 """
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ Rank 0 checkpoints weights and the epoch after every epoch; a rerun pointed at t
 resumes from there. Early stopping watches the rank-averaged validation loss, so every rank stops at the same epoch
 and keeps the same best weights.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,9 @@ def shard_rows(shard: List[str]) -> int:
     return sum(file_rows(f) for f in shard)
 
 
-def batches(files: List[str], stats, batch_size: int, pos_weight: float, seed: int,
-            other_share: float = 0.0) -> Iterator[tuple]:
+def batches(
+    files: List[str], stats, batch_size: int, pos_weight: float, seed: int, other_share: float = 0.0
+) -> Iterator[tuple]:
     """Endless exact-size batches from Parquet files: (inputs, labels, sample weights); file order reshuffled per pass.
 
     A random ``other_share`` of rows is shown with the ``other`` category, so that column is trained."""
@@ -86,23 +88,20 @@ def executor_identity() -> Dict:
     Horovod starts ranks from the task with the driver's working directory, so the rank's own cwd says nothing;
     the executor JVM's command line carries its id and its cwd is ``<worker dir>/<app id>/<executor id>``.
     """
-    pid = os.getppid()
-    for _ in range(12):
+    import psutil
+
+    for proc in psutil.Process().parents()[:12]:  # nearest ancestor first
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            break
-        args = [a.decode(errors="replace") for a in cmd]
-        is_java = bool(args) and os.path.basename(args[0]) == "java"
-        if is_java and "org.apache.spark.executor.CoarseGrainedExecutorBackend" in args:
-            eid = args[args.index("--executor-id") + 1] if "--executor-id" in args else "?"
-            return {"executor_id": eid, "executor_cwd": os.readlink(f"/proc/{pid}/cwd")}
-        if is_java and "org.apache.spark.deploy.SparkSubmit" in args:
-            return {"executor_id": "driver", "executor_cwd": os.readlink(f"/proc/{pid}/cwd")}
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+            args = proc.cmdline()
+            if not args or os.path.basename(args[0]) != "java":
+                continue
+            if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in args:
+                eid = args[args.index("--executor-id") + 1] if "--executor-id" in args else "?"
+                return {"executor_id": eid, "executor_cwd": proc.cwd()}
+            if "org.apache.spark.deploy.SparkSubmit" in args:
+                return {"executor_id": "driver", "executor_cwd": proc.cwd()}
+        except psutil.Error:  # gone meanwhile, or not ours to inspect: look further up
+            continue
     return {"executor_id": "unknown", "executor_cwd": ""}
 
 
@@ -145,11 +144,14 @@ def _rank_main(args: Dict) -> Dict:
 
     def dataset(files: List[str], seed: int, other_share: float = 0.0):
         T, C, S = stats.n_buckets, len(stats.channels), stats.n_static
-        sig = ({"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)},
-               tf.TensorSpec((batch,), tf.float32), tf.TensorSpec((batch,), tf.float32))
+        sig = (
+            {"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)},
+            tf.TensorSpec((batch,), tf.float32),
+            tf.TensorSpec((batch,), tf.float32),
+        )
         return tf.data.Dataset.from_generator(
-            lambda: batches(files, stats, batch, args["pos_weight"], seed, other_share),
-            output_signature=sig).prefetch(2)
+            lambda: batches(files, stats, batch, args["pos_weight"], seed, other_share), output_signature=sig
+        ).prefetch(2)
 
     model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
     steps = args["steps_per_epoch"]
@@ -180,11 +182,16 @@ def _rank_main(args: Dict) -> Dict:
     epochs_run = 0
     history: Dict = {}
     if initial_epoch < t["epochs"] and not best.stopped_before:
-        h = model.fit(dataset(args["train_files"][rank], t["seed"] + rank, t.get("other_category_share", 0.0)),
-                      steps_per_epoch=steps,
-                      epochs=t["epochs"], initial_epoch=initial_epoch,
-                      validation_data=dataset(args["val_files"][rank], t["seed"] + 1000 + rank),
-                      validation_steps=args["validation_steps"], callbacks=callbacks, verbose=0)
+        h = model.fit(
+            dataset(args["train_files"][rank], t["seed"] + rank, t.get("other_category_share", 0.0)),
+            steps_per_epoch=steps,
+            epochs=t["epochs"],
+            initial_epoch=initial_epoch,
+            validation_data=dataset(args["val_files"][rank], t["seed"] + 1000 + rank),
+            validation_steps=args["validation_steps"],
+            callbacks=callbacks,
+            verbose=0,
+        )
         history = {k: [float(x) for x in v] for k, v in h.history.items()}
         epochs_run = len(history.get("loss", []))
     seconds = time.time() - t0
@@ -192,17 +199,29 @@ def _rank_main(args: Dict) -> Dict:
     if rank == 0:
         from .bundle import save_bundle
 
-        save_bundle(args["model_dir"], model, stats, info={"trained_epochs": initial_epoch + epochs_run,
-                                                            "ranks": size, "training": t})
+        save_bundle(
+            args["model_dir"],
+            model,
+            stats,
+            info={"trained_epochs": initial_epoch + epochs_run, "ranks": size, "training": t},
+        )
         done = json.loads(state_file.read_text()) if state_file.is_file() else {"epoch": -1}
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({**done, "complete": True}))
     hvd.allreduce(tf.constant(0.0), name="churn_spark_done")  # barrier: rank 0 has written the bundle
     return {
-        "rank": rank, "size": size, "host": socket.gethostname(), "pid": os.getpid(), **executor_identity(),
-        "resumed": resumed, "initial_epoch": initial_epoch, "epochs_run": epochs_run,
-        "samples_per_s": speed.samples_per_s(), "wall_seconds": seconds,
-        "weights_digest": weights_digest(model), "history": history,
+        "rank": rank,
+        "size": size,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **executor_identity(),
+        "resumed": resumed,
+        "initial_epoch": initial_epoch,
+        "epochs_run": epochs_run,
+        "samples_per_s": speed.samples_per_s(),
+        "wall_seconds": seconds,
+        "weights_digest": weights_digest(model),
+        "history": history,
     }
 
 
@@ -304,8 +323,12 @@ class RankZeroCheckpoint(_keras().callbacks.Callback):
         if getattr(self.best, "improved", False):
             self.model.save_weights(str(tmp))
             os.replace(tmp, self.dir / "best.h5")
-        state = {"epoch": epoch, "best": self.best.best, "wait": self.best.wait,
-                 "stopped": bool(self.model.stop_training)}
+        state = {
+            "epoch": epoch,
+            "best": self.best.best,
+            "wait": self.best.wait,
+            "stopped": bool(self.model.stop_training),
+        }
         (self.dir / "state.tmp.json").write_text(json.dumps(state))
         os.replace(self.dir / "state.tmp.json", self.dir / "state.json")
 
@@ -324,6 +347,9 @@ class EpochLog(_keras().callbacks.Callback):
         dt_ = time.time() - self.t0
         eta = dt_ * (self.epochs - epoch - 1)
         logs = logs or {}
-        print(f"[rank 0] epoch {epoch + 1}/{self.epochs} loss={logs.get('loss', 0):.4f} "
-              f"val_loss={logs.get('val_loss', 0):.4f} val_auc={logs.get('val_auc', 0):.3f} "
-              f"{self.samples / max(dt_, 1e-9):.0f} samples/s ETA {eta:.0f}s", flush=True)
+        print(
+            f"[rank 0] epoch {epoch + 1}/{self.epochs} loss={logs.get('loss', 0):.4f} "
+            f"val_loss={logs.get('val_loss', 0):.4f} val_auc={logs.get('val_auc', 0):.3f} "
+            f"{self.samples / max(dt_, 1e-9):.0f} samples/s ETA {eta:.0f}s",
+            flush=True,
+        )

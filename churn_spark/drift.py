@@ -9,6 +9,7 @@ The drifted quantity is log1p of each user's channel total over the whole sequen
 ``sequence[t * C + c]``). Bins are the training population's deciles; a value equal to an edge falls in the lower
 bin (``bin = number of edges strictly below the value``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -71,8 +72,9 @@ def flagged(table: pd.DataFrame, threshold: float) -> List[str]:
     return [str(c) for c, v in zip(table["channel"], table["psi"]) if np.isfinite(float(v)) and float(v) > threshold]
 
 
-def channel_psi(features, train: Sequence[dt.date], score: dt.date, channels: Sequence[str],
-                n_buckets: int) -> pd.DataFrame:
+def channel_psi(
+    features, train: Sequence[dt.date], score: dt.date, channels: Sequence[str], n_buckets: int
+) -> pd.DataFrame:
     """PSI per channel of a feature table DataFrame (``snapshot_date``, ``sequence``): score vs training snapshots.
 
     Raises :class:`DriftSkipped` when a population is empty or the sequences do not have ``n_buckets * C``
@@ -89,34 +91,48 @@ def channel_psi(features, train: Sequence[dt.date], score: dt.date, channels: Se
         return F.aggregate(only_c, F.lit(0.0), lambda acc, x: acc + F.coalesce(x, F.lit(0.0)))
 
     pop = F.when(F.col("snapshot_date") == F.lit(score), F.lit("actual")).otherwise(F.lit("expected"))
-    base = (features.where(F.col("snapshot_date").isin([*train, score]) & F.col("sequence").isNotNull())
-            .select(pop.alias("_pop"), F.size("sequence").alias("_len"),
-                    *[F.log1p(F.greatest(total(c), F.lit(0.0))).alias(f"_c{c}") for c in range(C)]))
+    base = features.where(F.col("snapshot_date").isin([*train, score]) & F.col("sequence").isNotNull()).select(
+        pop.alias("_pop"),
+        F.size("sequence").alias("_len"),
+        *[F.log1p(F.greatest(total(c), F.lit(0.0))).alias(f"_c{c}") for c in range(C)],
+    )
     base = base.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        sizes = {r["_pop"]: r for r in base.groupBy("_pop").agg(
-            F.count(F.lit(1)).alias("n"), F.min("_len").alias("lo"), F.max("_len").alias("hi")).collect()}
+        sizes = {
+            r["_pop"]: r
+            for r in base.groupBy("_pop")
+            .agg(F.count(F.lit(1)).alias("n"), F.min("_len").alias("lo"), F.max("_len").alias("hi"))
+            .collect()
+        }
         if "expected" not in sizes:
             raise DriftSkipped("input drift skipped: no feature rows for the training snapshots")
         if "actual" not in sizes:
             raise DriftSkipped(f"input drift skipped: no feature rows for the score snapshot {score}")
         bad = [(k, r["lo"], r["hi"]) for k, r in sizes.items() if r["lo"] != T * C or r["hi"] != T * C]
         if bad:
-            raise DriftSkipped(f"input drift skipped: sequence length {bad} != n_buckets*channels = {T}*{C}; "
-                               "the feature table was built with another configuration")
+            raise DriftSkipped(
+                f"input drift skipped: sequence length {bad} != n_buckets*channels = {T}*{C}; "
+                "the feature table was built with another configuration"
+            )
         probs = [i / PSI_BINS for i in range(1, PSI_BINS)]
         quantiles = base.where(F.col("_pop") == "expected").approxQuantile(
-            [f"_c{c}" for c in range(C)], probs, QUANTILE_ERROR)
+            [f"_c{c}" for c in range(C)], probs, QUANTILE_ERROR
+        )
         edges = [distinct_edges(q) for q in quantiles]
 
         def bin_of(c: int):
             col = F.col(f"_c{c}")
             return sum(((col > F.lit(e)).cast("int") for e in edges[c]), F.lit(0))
 
-        binned = base.select("_pop", F.explode(F.array(*[
-            F.struct(F.lit(c).alias("ch"), bin_of(c).alias("bin")) for c in range(C)])).alias("b"))
-        rows = (binned.groupBy("_pop", F.col("b.ch").alias("ch"), F.col("b.bin").alias("bin"))
-                .agg(F.count(F.lit(1)).alias("n")).collect())
+        binned = base.select(
+            "_pop",
+            F.explode(F.array(*[F.struct(F.lit(c).alias("ch"), bin_of(c).alias("bin")) for c in range(C)])).alias("b"),
+        )
+        rows = (
+            binned.groupBy("_pop", F.col("b.ch").alias("ch"), F.col("b.bin").alias("bin"))
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        )
     finally:
         base.unpersist()
     return psi_table(channels, edges, {(r["_pop"], int(r["ch"]), int(r["bin"])): int(r["n"]) for r in rows})

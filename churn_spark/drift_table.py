@@ -12,6 +12,7 @@ Rows per score snapshot (``replaceWhere`` on ``snapshot_date``: a rerun replaces
   version on its own test snapshot (``runs/<date>/test_scores.csv`` of the run that registered it). Bins are the
   reference's deciles; a value on an edge falls in the lower bin, as for the channels.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,9 +26,11 @@ import pandas as pd
 from . import drift
 
 DRIFT_TABLE = ("tables", "drift")
-DRIFT_SCHEMA = ("snapshot_date date, run_date date, kind string, name string, psi double, n_expected long, "
-                "n_actual long, n_bins int, threshold double, flagged boolean, reference string, model_version string, "
-                "computed_at timestamp")
+DRIFT_SCHEMA = (
+    "snapshot_date date, run_date date, kind string, name string, psi double, n_expected long, "
+    "n_actual long, n_bins int, threshold double, flagged boolean, reference string, model_version string, "
+    "computed_at timestamp"
+)
 
 
 def bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -87,8 +90,13 @@ def drift_rows(spark, cfg, run_date: dt.date) -> Tuple[list, List[str]]:
         notes.append("no feature table: channel drift skipped")
     else:
         try:
-            t = drift.channel_psi(spark.read.format("delta").load(cfg.features_path), train, run_date,
-                                  channels_for(list(cfg.sources)), cfg.sequence.n_buckets)
+            t = drift.channel_psi(
+                spark.read.format("delta").load(cfg.features_path),
+                train,
+                run_date,
+                channels_for(list(cfg.sources)),
+                cfg.sequence.n_buckets,
+            )
             ref = "training snapshots " + ", ".join(d.isoformat() for d in train)
             for r in t.itertuples():
                 rows.append(("channel", r.channel, r.psi, r.n_expected, r.n_actual, r.n_bins, ref, None))
@@ -106,12 +114,33 @@ def drift_rows(spark, cfg, run_date: dt.date) -> Tuple[list, List[str]]:
         edges = score_edges(reference)
         col = F.col("raw_score")
         b = sum(((col > F.lit(e)).cast("int") for e in edges), F.lit(0))
-        counts = {int(r["bin"]): int(r["n"]) for r in snap.where((F.col("model_version") == version) & col.isNotNull())
-                  .select(b.alias("bin")).groupBy("bin").agg(F.count(F.lit(1)).alias("n")).collect()}
+        counts = {
+            int(r["bin"]): int(r["n"])
+            for r in snap.where((F.col("model_version") == version) & col.isNotNull())
+            .select(b.alias("bin"))
+            .groupBy("bin")
+            .agg(F.count(F.lit(1)).alias("n"))
+            .collect()
+        }
         value, n_e, n_a, k = score_psi(reference, counts, edges)
         rows.append(("score", "raw_score", value, n_e, n_a, k, where, str(version)))
-    return [(run_date, run_date, kind, name, _f(v), int(ne), int(na), int(k), thr,
-             bool(np.isfinite(v) and v > thr), ref, mv) for kind, name, v, ne, na, k, ref, mv in rows], notes
+    return [
+        (
+            run_date,
+            run_date,
+            kind,
+            name,
+            _f(v),
+            int(ne),
+            int(na),
+            int(k),
+            thr,
+            bool(np.isfinite(v) and v > thr),
+            ref,
+            mv,
+        )
+        for kind, name, v, ne, na, k, ref, mv in rows
+    ], notes
 
 
 def _f(v) -> Optional[float]:
@@ -127,8 +156,18 @@ def write_drift(spark, cfg, run_date: dt.date) -> dict:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     df = spark.createDataFrame([(*r, now) for r in rows], DRIFT_SCHEMA)
     write_id = new_write_id()
-    (df.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
-     .option("replaceWhere", f"snapshot_date = DATE'{run_date.isoformat()}'")
-     .option("userMetadata", commit_metadata(write_id, source="drift")).save(path))
-    return {"table": path, "table_version": write_version(spark, path, write_id), "rows": len(rows),
-            "flagged": [f"{r[2]}:{r[3]}" for r in rows if r[9]], "notes": notes}
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .partitionBy("snapshot_date")
+        .option("replaceWhere", f"snapshot_date = DATE'{run_date.isoformat()}'")
+        .option("userMetadata", commit_metadata(write_id, source="drift"))
+        .save(path)
+    )
+    return {
+        "table": path,
+        "table_version": write_version(spark, path, write_id),
+        "rows": len(rows),
+        "flagged": [f"{r[2]}:{r[3]}" for r in rows if r[9]],
+        "notes": notes,
+    }

@@ -8,6 +8,7 @@
 
 The whole ``__cause__`` chain is inspected, so a step failure wrapped by ``weekly`` keeps its step's code.
 """
+
 from __future__ import annotations
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_TRANSIENT = 0, 1, 2, 3
@@ -40,9 +41,15 @@ def _transient_types() -> tuple:
     return tuple(types)
 
 
-_TRANSIENT_JAVA = ("java.io.IOException", "java.net.", "org.apache.spark.SparkException: Job aborted due to stage "
-                   "failure: Task", "ExecutorLostFailure", "ConcurrentModificationException", "ConcurrentAppend",
-                   "java.util.concurrent.TimeoutException")
+_TRANSIENT_JAVA = (
+    "java.io.IOException",
+    "java.net.",
+    "org.apache.spark.SparkException: Job aborted due to stage " "failure: Task",
+    "ExecutorLostFailure",
+    "ConcurrentModificationException",
+    "ConcurrentAppend",
+    "java.util.concurrent.TimeoutException",
+)
 
 
 def exit_code(exc: BaseException) -> int:

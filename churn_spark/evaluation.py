@@ -5,6 +5,7 @@ metrics the calibrated one (see ``metrics``); the calibration quality reported f
 it can come out worse than no calibration; tiers are applied to the test snapshot to show their realised churn
 rate. Only bounded, user-ordered samples of (label, scores) come to the driver.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -32,15 +33,24 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
     """Deep model + baselines on validation and test: calibrated on validation, measured on test."""
     t = cfg.training
     with step("baselines"):
-        baselines = fit_baselines(splits["train"], channels, cfg.sequence.n_buckets, t.gbt_max_iter,
-                                  t.gbt_max_depth, t.seed, recent_buckets=cfg.recent_buckets)
+        baselines = fit_baselines(
+            splits["train"],
+            channels,
+            cfg.sequence.n_buckets,
+            t.gbt_max_iter,
+            t.gbt_max_depth,
+            t.seed,
+            recent_buckets=cfg.recent_buckets,
+        )
     frames = {}
     for split in ("validation", "test"):
         deep = score_frame(splits[split], ref, ["user_id", "label"]).select(
-            "user_id", "label", F.col("raw_probability").alias("deep"))
+            "user_id", "label", F.col("raw_probability").alias("deep")
+        )
         for name, m in baselines.items():
-            b = predict_baseline(m, splits[split], channels, cfg.sequence.n_buckets,
-                                 recent_buckets=cfg.recent_buckets).select("user_id", F.col("probability").alias(name))
+            b = predict_baseline(
+                m, splits[split], channels, cfg.sequence.n_buckets, recent_buckets=cfg.recent_buckets
+            ).select("user_id", F.col("probability").alias(name))
             deep = deep.join(b, "user_id")
         frames[split] = collect_scores(deep, t.max_eval_rows)
     val, test = frames["validation"], frames["test"]
@@ -54,16 +64,17 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
         out["models"][name] = classification_report(yt, cal(st), thr, score=st)
         out["validation"][name] = {
             "brier_raw": float(np.mean((sv - yv) ** 2)),
-            "brier_calibrated_cv": float(np.mean((cross_fitted(t.calibration, sv, yv, t.calibration_folds,
-                                                               t.seed) - yv) ** 2)),
+            "brier_calibrated_cv": float(
+                np.mean((cross_fitted(t.calibration, sv, yv, t.calibration_folds, t.seed) - yv) ** 2)
+            ),
             "threshold": thr,
         }
         out["calibrators"][name] = cal
         test[f"{name}_calibrated"] = cal(st)
     s = cfg.scoring
-    tiers = assign_tiers(s.tier_mode, test["deep"].to_numpy(), test["deep_calibrated"].to_numpy(), s.tier_shares,
-                         s.tiers)
-    out["tiers"] = {"mode": s.tier_mode,
-                    "test": realised_by_tier(tiers, yt, test["deep_calibrated"].to_numpy())}
+    tiers = assign_tiers(
+        s.tier_mode, test["deep"].to_numpy(), test["deep_calibrated"].to_numpy(), s.tier_shares, s.tiers
+    )
+    out["tiers"] = {"mode": s.tier_mode, "test": realised_by_tier(tiers, yt, test["deep_calibrated"].to_numpy())}
     out["test_scores"] = test
     return out

@@ -38,6 +38,7 @@ train = ``R - 3H - j * step`` for j = 0..n-3. Test's label window ends at R, val
 the newest train window ends where validation's begins, so no label the model is fitted or tuned on was observed
 in a later split's label window (train windows may overlap one another). :func:`check_plan` enforces this.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,8 +51,14 @@ SOURCE_CHANNELS: Dict[str, List[str]] = {
     "reviews": ["reviews", "rating_mean"],
 }
 EVENT_CHANNEL = {"view": "views", "cart": "carts", "favorite": "favourites", "search": "searches"}
-NUMERIC_STATIC = ["tenure_days", "days_since_last_order", "days_since_last_event",
-                  "lifetime_orders", "lifetime_spend", "mean_order_value"]
+NUMERIC_STATIC = [
+    "tenure_days",
+    "days_since_last_order",
+    "days_since_last_event",
+    "lifetime_orders",
+    "lifetime_spend",
+    "mean_order_value",
+]
 CATEGORICAL_STATIC = ["country", "channel"]
 
 
@@ -61,14 +68,22 @@ def feature_contract(channels: List[str], n_buckets: int, bucket_days: int) -> D
     Recorded in every feature-table commit and in every model bundle; scoring and the gate refuse to apply a model
     to rows of another contract (same width but other bucket days would silently mean something else).
     """
-    return {"channels": list(channels), "n_buckets": int(n_buckets), "bucket_days": int(bucket_days),
-            "numeric_static": list(NUMERIC_STATIC), "categorical_static": list(CATEGORICAL_STATIC)}
+    return {
+        "channels": list(channels),
+        "n_buckets": int(n_buckets),
+        "bucket_days": int(bucket_days),
+        "numeric_static": list(NUMERIC_STATIC),
+        "categorical_static": list(CATEGORICAL_STATIC),
+    }
 
 
 def contract_differences(model: Dict, table: Dict) -> List[str]:
     """Human-readable differences between two contracts (empty when compatible)."""
-    return [f"{k}: model {model.get(k)!r} vs features {table.get(k)!r}"
-            for k in sorted(set(model) | set(table)) if model.get(k) != table.get(k)]
+    return [
+        f"{k}: model {model.get(k)!r} vs features {table.get(k)!r}"
+        for k in sorted(set(model) | set(table))
+        if model.get(k) != table.get(k)
+    ]
 
 
 def normalise_statuses(statuses: Iterable[str]) -> Tuple[str, ...]:
@@ -98,8 +113,10 @@ def snapshot_plan(run_date: dt.date, horizon_days: int, step_days: int, n_labell
     their label windows are disjoint; only train snapshots are spaced by ``step_days`` and may overlap each other.
     """
     if horizon_days < 1 or step_days < 1 or n_labelled < 0:
-        raise ValueError(f"snapshot plan needs horizon_days >= 1, step_days >= 1 and n_labelled >= 0, got "
-                         f"horizon_days={horizon_days}, step_days={step_days}, n_labelled={n_labelled}")
+        raise ValueError(
+            f"snapshot plan needs horizon_days >= 1, step_days >= 1 and n_labelled >= 0, got "
+            f"horizon_days={horizon_days}, step_days={step_days}, n_labelled={n_labelled}"
+        )
     H = dt.timedelta(days=horizon_days)
     plan = {run_date: "score"}
     for i in range(n_labelled):
@@ -134,8 +151,10 @@ def check_plan(plan: Dict[dt.date, str], horizon_days: int) -> None:
     for a, split_a in labelled:
         for b, split_b in labelled:
             if rank[split_a] < rank[split_b] and abs((b - a).days) < horizon_days:
-                clashes.append(f"{split_a} snapshot {a} {_window_text(a, horizon_days)} overlaps "
-                               f"{split_b} snapshot {b} {_window_text(b, horizon_days)}")
+                clashes.append(
+                    f"{split_a} snapshot {a} {_window_text(a, horizon_days)} overlaps "
+                    f"{split_b} snapshot {b} {_window_text(b, horizon_days)}"
+                )
     if clashes:
         raise ValueError(f"label windows overlap across splits (horizon {horizon_days} days): " + "; ".join(clashes))
 

@@ -8,6 +8,7 @@ yearly season. A sequence model can see the decline weeks before orders stop; re
 Randomness comes from ``xxhash64(seed, user, week, stream)`` rather than ``rand()``, so the same seed gives the
 same rows whatever the partitioning or cluster size.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -91,8 +92,11 @@ def _user_weeks(spark: SparkSession, spec: LakeSpec, users: DataFrame) -> DataFr
     uw = users.crossJoin(F.broadcast(weeks)).where(F.col("week") >= F.col("signup_week"))
     start = F.lit(spec.start_date)
     week_start = F.date_add(start, F.col("week") * 7)
-    season = 1 + 0.25 * F.sin(2 * math.pi * F.weekofyear(week_start) / 52.0) + \
-        F.when(F.month(week_start).isin(11, 12), 0.3).otherwise(0.0)
+    season = (
+        1
+        + 0.25 * F.sin(2 * math.pi * F.weekofyear(week_start) / 52.0)
+        + F.when(F.month(week_start).isin(11, 12), 0.3).otherwise(0.0)
+    )
     # engagement: 1 before the decline, linear fade during it, 0 after; browsing fades two weeks earlier
     progress = (F.col("week") - F.col("decline_start")) / F.col("decline_weeks")
     browse_progress = (F.col("week") - F.col("decline_start") + 2) / F.col("decline_weeks")
@@ -123,8 +127,11 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
 
     # ---- orders --------------------------------------------------------------------------------------------
     o_mean = F.col("rate") * F.col("engage") * F.col("season")
-    orders = (uw.withColumn("n", _count(o_mean, s, "orders", uid, wk)).where("n > 0")
-              .withColumn("i", F.explode(F.sequence(F.lit(0), F.col("n") - 1))))
+    orders = (
+        uw.withColumn("n", _count(o_mean, s, "orders", uid, wk))
+        .where("n > 0")
+        .withColumn("i", F.explode(F.sequence(F.lit(0), F.col("n") - 1)))
+    )
     refund_p = F.when(F.col("declining"), 0.12).otherwise(0.03)
     r = _u(s, "status", uid, wk, F.col("i"))
     orders = orders.select(
@@ -145,9 +152,12 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
         F.struct(F.lit("favorite").alias("t"), (0.06 * v_mean).alias("m")),
         F.struct(F.lit("search").alias("t"), (0.3 * v_mean).alias("m")),
     )
-    events = (uw.select(uid, wk, "week_start", F.explode(kinds).alias("k"))
-              .withColumn("n", _count(F.col("k.m"), s, "ev", uid, wk, F.col("k.t"))).where("n > 0")
-              .withColumn("i", F.explode(F.sequence(F.lit(0), F.col("n") - 1))))
+    events = (
+        uw.select(uid, wk, "week_start", F.explode(kinds).alias("k"))
+        .withColumn("n", _count(F.col("k.m"), s, "ev", uid, wk, F.col("k.t")))
+        .where("n > 0")
+        .withColumn("i", F.explode(F.sequence(F.lit(0), F.col("n") - 1)))
+    )
     item = F.floor(_u(s, "item", uid, wk, F.col("k.t"), F.col("i")) * 50_000).cast("long")
     events = events.select(
         uid.alias("user_id"),
@@ -162,7 +172,8 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
     good = 4 + F.floor(_u(s, "rg", F.col("order_id")) * 2)
     bad = 1 + F.floor(_u(s, "rb", F.col("order_id")) * 2)
     rating = F.when(F.col("declining") & (_u(s, "rsour", F.col("order_id")) < 0.6), bad).otherwise(
-        F.when(_u(s, "rmeh", F.col("order_id")) < 0.1, F.lit(3)).otherwise(good))
+        F.when(_u(s, "rmeh", F.col("order_id")) < 0.1, F.lit(3)).otherwise(good)
+    )
     reviews = rv.select(
         F.col("user_id"),
         (F.col("order_ts") + F.expr("INTERVAL 2 DAYS")).alias("review_ts"),
@@ -171,9 +182,11 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
 
     users_out = users.select(
         uid.alias("user_id"),
-        (F.date_add(F.lit(spec.start_date), F.col("signup_week") * 7).cast("timestamp")
-         + F.expr("INTERVAL 9 HOURS")).alias("signup_ts"),
-        "country", "channel",
+        (
+            F.date_add(F.lit(spec.start_date), F.col("signup_week") * 7).cast("timestamp") + F.expr("INTERVAL 9 HOURS")
+        ).alias("signup_ts"),
+        "country",
+        "channel",
     )
     tables = {"users": users_out, "orders": orders.drop("declining"), "events": events, "reviews": reviews}
     return inject_dirt(tables, spec) if spec.dirty else tables
@@ -190,7 +203,8 @@ def inject_dirt(tables: dict[str, DataFrame], spec: LakeSpec) -> dict[str, DataF
         F.when(h < 0.002, F.lit(None)).otherwise(F.col("user_id")).alias("user_id"),
         F.when((h >= 0.002) & (h < 0.003), future).otherwise(F.col("order_ts")).alias("order_ts"),
         F.when((h >= 0.003) & (h < 0.005), -F.col("amount")).otherwise(F.col("amount")).alias("amount"),
-        "n_items", "status",
+        "n_items",
+        "status",
     )
     dup = e.where(_u(s, "dup", F.col("user_id"), F.col("event_ts"), F.col("item_id")) < 0.005)
     tables = dict(tables, orders=o, events=e.unionByName(dup))
@@ -217,8 +231,13 @@ def write_lake(spark: SparkSession, spec: LakeSpec, lake_dir: str) -> dict[str, 
             out.write.mode("overwrite").option("header", True).csv(path)
         else:
             df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
-        counts[name] = spark.read.format("csv" if spec.csv and name in ("orders", "events") else "delta") \
-            .option("header", True).load(path).count()
-        LOG.info("generated %s (%d/%d): %d rows in %.1fs -> %s", name, i, len(tables), counts[name],
-                 time.time() - t0, path)
+        counts[name] = (
+            spark.read.format("csv" if spec.csv and name in ("orders", "events") else "delta")
+            .option("header", True)
+            .load(path)
+            .count()
+        )
+        LOG.info(
+            "generated %s (%d/%d): %d rows in %.1fs -> %s", name, i, len(tables), counts[name], time.time() - t0, path
+        )
     return counts

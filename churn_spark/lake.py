@@ -6,6 +6,7 @@ Nothing is dropped silently. Every input row ends up in exactly one of: *used* (
 ``exact_duplicate``). :class:`IngestReport` holds the counts and checks ``rows_in = used + quarantined +
 deduplicated``. Above ``validation.max_bad_fraction`` the job stops before writing anything.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -29,8 +30,21 @@ CANONICAL = {
     "reviews": {"user_id": True, "ts": True, "rating": True},
     "users": {"user_id": True, "ts": False, "country": False, "channel": False},
 }
-REASONS = ["malformed_row", "bad_encoding", "null_user_id", "null_ts", "unparseable_ts", "future_ts", "bad_amount",
-           "negative_amount", "bad_n_items", "unknown_status", "unknown_event_type", "bad_rating", "exact_duplicate"]
+REASONS = [
+    "malformed_row",
+    "bad_encoding",
+    "null_user_id",
+    "null_ts",
+    "unparseable_ts",
+    "future_ts",
+    "bad_amount",
+    "negative_amount",
+    "bad_n_items",
+    "unknown_status",
+    "unknown_event_type",
+    "bad_rating",
+    "exact_duplicate",
+]
 CORRUPT = "_corrupt_record"
 
 
@@ -68,8 +82,16 @@ class IngestResult:
             df.unpersist()
 
     def summary(self) -> dict:
-        return {n: {"rows_in": c.rows_in, "used": c.used, "quarantined": c.quarantined,
-                    "deduplicated": c.deduplicated, "by_reason": c.by_reason} for n, c in self.counts.items()}
+        return {
+            n: {
+                "rows_in": c.rows_in,
+                "used": c.used,
+                "quarantined": c.quarantined,
+                "deduplicated": c.deduplicated,
+                "by_reason": c.by_reason,
+            }
+            for n, c in self.counts.items()
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,10 +123,17 @@ def read_source(spark: SparkSession, cfg: Config, name: str) -> tuple[DataFrame,
             return spark.read.parquet(loc), lineage
         opts = {"header": "true", **src.csv_options}
         header = spark.read.options(**opts).csv(loc).columns
-        schema = T.StructType([T.StructField(c, T.StringType()) for c in header] +
-                              [T.StructField(CORRUPT, T.StringType())])
-        df = (spark.read.options(**opts).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
-              .option("encoding", opts.get("encoding", "UTF-8")).schema(schema).csv(loc))
+        schema = T.StructType(
+            [T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())]
+        )
+        df = (
+            spark.read.options(**opts)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT)
+            .option("encoding", opts.get("encoding", "UTF-8"))
+            .schema(schema)
+            .csv(loc)
+        )
         return df, lineage
     except AnalysisException as e:  # not a Delta table, unreadable schema, ...: bad input (exit 2); storage and
         # network errors keep their own type and message (a retry may help)
@@ -127,8 +156,15 @@ def utc_midnight(day: dt.date) -> Column:
 
 def _wall_clock_in(ntz: Column, tz: str) -> Column:
     """A naive wall-clock time (TIMESTAMP_NTZ, read without any zone) taken in zone ``tz`` -> the UTC instant."""
-    return F.make_timestamp_ltz(F.year(ntz), F.month(ntz), F.dayofmonth(ntz), F.hour(ntz), F.minute(ntz),
-                                F.date_part(F.lit("SECOND"), ntz), F.lit(tz))
+    return F.make_timestamp_ltz(
+        F.year(ntz),
+        F.month(ntz),
+        F.dayofmonth(ntz),
+        F.hour(ntz),
+        F.minute(ntz),
+        F.date_part(F.lit("SECOND"), ntz),
+        F.lit(tz),
+    )
 
 
 def _parse_ts(col: Column, dtype: T.DataType, fmt: Optional[str], tz: str) -> Column:
@@ -160,8 +196,10 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     for canon, required in spec.items():
         if required and mapping[canon] not in present:
             raise BadInputError(
-                f"source '{name}' has no column '{mapping[canon]}' for '{canon}' (columns: {sorted(present - {CORRUPT})}); "
-                f"map it with key 'sources.{name}.columns.{canon}' in {cfg.origin_of('sources', name, 'columns')}")
+                f"source '{name}' has no column '{mapping[canon]}' for '{canon}' "
+                f"(columns: {sorted(present - {CORRUPT})}); "
+                f"map it with key 'sources.{name}.columns.{canon}' in {cfg.origin_of('sources', name, 'columns')}"
+            )
     fields = {f.name: f.dataType for f in raw.schema.fields}
     data_cols = [c for c in raw.columns if c != CORRUPT]
     raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in data_cols]))
@@ -218,8 +256,11 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
         reasons.append((rating.isNull() | (rating < 1) | (rating > 5), "bad_rating"))
     elif name == "users":
         for c in ("country", "channel"):
-            out[c] = (F.coalesce(F.col(mapping[c]).cast("string"), F.lit("unknown")) if mapping[c] in present
-                      else F.lit("unknown"))
+            out[c] = (
+                F.coalesce(F.col(mapping[c]).cast("string"), F.lit("unknown"))
+                if mapping[c] in present
+                else F.lit("unknown")
+            )
 
     reason = F.lit(None).cast("string")
     for cond, code in reversed(reasons):  # first matching reason wins
@@ -242,25 +283,48 @@ def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> Ing
         annotated = canonicalize(raw, cfg, name, clock).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(annotated)
         stats = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count("*").alias("n")).collect()}
-        c = SourceCounts(rows_in=sum(stats.values()), used=stats.pop(None, 0),
-                         deduplicated=stats.get("exact_duplicate", 0), by_reason=dict(sorted(stats.items())))
+        c = SourceCounts(
+            rows_in=sum(stats.values()),
+            used=stats.pop(None, 0),
+            deduplicated=stats.get("exact_duplicate", 0),
+            by_reason=dict(sorted(stats.items())),
+        )
         counts[name] = c
-        LOG.info("ingest %s: rows_in=%d used=%d quarantined=%d deduplicated=%d %s", name, c.rows_in, c.used,
-                 c.quarantined, c.deduplicated, c.by_reason)
+        LOG.info(
+            "ingest %s: rows_in=%d used=%d quarantined=%d deduplicated=%d %s",
+            name,
+            c.rows_in,
+            c.used,
+            c.quarantined,
+            c.deduplicated,
+            c.by_reason,
+        )
         if c.rows_in == 0 and name == "orders":
             raise BadInputError(f"source 'orders' at {lineage[name]['location']} is empty")
         frac = c.quarantined / c.rows_in if c.rows_in else 0.0
         if frac > cfg.validation.max_bad_fraction:
-            examples = [r["_raw"] for r in annotated.where("reason IS NOT NULL AND reason != 'exact_duplicate'")
-                        .select("_raw").limit(3).collect()]
+            examples = [
+                r["_raw"]
+                for r in annotated.where("reason IS NOT NULL AND reason != 'exact_duplicate'")
+                .select("_raw")
+                .limit(3)
+                .collect()
+            ]
             raise BadInputError(
                 f"source '{name}': {c.quarantined} of {c.rows_in} rows ({frac:.1%}) are bad, above "
                 f"validation.max_bad_fraction={cfg.validation.max_bad_fraction}; reasons {c.by_reason}; "
-                f"examples: {examples}. Nothing was written.")
+                f"examples: {examples}. Nothing was written."
+            )
         tables[name] = annotated.where("reason IS NULL").drop("reason", "_raw")
-        quarantine.append(annotated.where("reason IS NOT NULL").select(
-            F.lit(name).alias("source"), "reason", F.col("_raw").alias("raw_row"), F.lit(run_id).alias("run_id"),
-            F.current_timestamp().alias("quarantined_at")))
+        quarantine.append(
+            annotated.where("reason IS NOT NULL").select(
+                F.lit(name).alias("source"),
+                "reason",
+                F.col("_raw").alias("raw_row"),
+                F.lit(run_id).alias("run_id"),
+                F.current_timestamp().alias("quarantined_at"),
+            )
+        )
     q = quarantine[0]
     for other in quarantine[1:]:
         q = q.unionByName(other)
@@ -270,6 +334,11 @@ def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> Ing
 def write_quarantine(result: IngestResult, path: str, run_id: str) -> int:
     """Append this run's quarantined rows (a rerun with the same run id replaces its own rows)."""
     n = sum(c.quarantined + c.deduplicated for c in result.counts.values())
-    (result.quarantine.write.format("delta").mode("overwrite")
-     .option("replaceWhere", f"run_id = '{run_id}'").partitionBy("run_id").save(path))
+    (
+        result.quarantine.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"run_id = '{run_id}'")
+        .partitionBy("run_id")
+        .save(path)
+    )
     return n

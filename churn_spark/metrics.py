@@ -7,6 +7,7 @@ probabilities mean what they say, so they use the *calibrated* probability. Prec
 the calibrated probability that was chosen on the validation snapshot, never on the test snapshot. No number here
 depends on the order of the rows (ties at a top-k cut-off count their expected share).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -66,8 +67,10 @@ def classification_report(y, p, threshold: float, score: Optional[np.ndarray] = 
         "precision": float(skm.precision_score(y, pred, zero_division=0)),
         "recall": float(skm.recall_score(y, pred, zero_division=0)),
         "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "precision_top10": p10, "recall_top10": r10,
-        "precision_top20": p20, "recall_top20": r20,
+        "precision_top10": p10,
+        "recall_top10": r10,
+        "precision_top20": p20,
+        "recall_top20": r20,
         "lift_top10": p10 / base if base > 0 else float("nan"),
         "base_rate": base,
         "n_users": int(len(y)),
@@ -88,8 +91,9 @@ def metric_value(name: str, y: np.ndarray, p: np.ndarray, score: np.ndarray) -> 
     raise ValueError(f"unknown metric {name!r}")
 
 
-def paired_bootstrap(name: str, y, cand_p, cand_s, champ_p, champ_s, n_boot: int, confidence: float,
-                     seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    name: str, y, cand_p, cand_s, champ_p, champ_s, n_boot: int, confidence: float, seed: int = 0
+) -> tuple[float, float, float]:
     """Improvement of the candidate over the champion on the same rows, oriented so positive = candidate better.
 
     Returns (observed improvement, lower, upper) of a percentile interval from ``n_boot`` paired resamples (both

@@ -4,6 +4,7 @@ Convolutions pick up short local patterns (a week with carts but no order, a bur
 layer reads how they evolve across the T buckets (engagement fading week by week); the static branch adds tenure,
 recency and lifetime value. The output is an uncalibrated churn probability (calibration is fitted afterwards).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,20 @@ def quiet_tensorflow(threads: int | None = None):
     return tf
 
 
-def build_model(n_buckets: int, n_channels: int, n_static: int, *, conv_filters: int = 32, conv_kernel: int = 3,
-                conv_blocks: int = 2, rnn: str = "gru", rnn_units: int = 32, dense_units: int = 16,
-                dropout: float = 0.1, seed: int = 7):
+def build_model(
+    n_buckets: int,
+    n_channels: int,
+    n_static: int,
+    *,
+    conv_filters: int = 32,
+    conv_kernel: int = 3,
+    conv_blocks: int = 2,
+    rnn: str = "gru",
+    rnn_units: int = 32,
+    dense_units: int = 16,
+    dropout: float = 0.1,
+    seed: int = 7,
+):
     tf = quiet_tensorflow()
     L = tf.keras.layers
     init = tf.keras.initializers.GlorotUniform(seed=seed)
@@ -33,11 +45,13 @@ def build_model(n_buckets: int, n_channels: int, n_static: int, *, conv_filters:
     static_in = tf.keras.Input((n_static,), name="static")
     x = seq_in
     for i in range(conv_blocks):
-        x = L.Conv1D(conv_filters, conv_kernel, padding="causal", activation="relu", kernel_initializer=init,
-                     name=f"conv{i}")(x)
+        x = L.Conv1D(
+            conv_filters, conv_kernel, padding="causal", activation="relu", kernel_initializer=init, name=f"conv{i}"
+        )(x)
     rnn_layer = {"gru": L.GRU, "lstm": L.LSTM}[rnn]
-    x = rnn_layer(rnn_units, kernel_initializer=init, recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed),
-                  name=rnn)(x)
+    x = rnn_layer(
+        rnn_units, kernel_initializer=init, recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed), name=rnn
+    )(x)
     s = L.Dense(dense_units, activation="relu", kernel_initializer=init, name="static_dense")(static_in)
     h = L.Concatenate(name="join")([x, s])
     h = L.Dense(dense_units, activation="relu", kernel_initializer=init, name="head")(h)
@@ -48,6 +62,16 @@ def build_model(n_buckets: int, n_channels: int, n_static: int, *, conv_filters:
 
 def model_from_config(training_cfg, n_buckets: int, n_channels: int, n_static: int):
     t = training_cfg
-    return build_model(n_buckets, n_channels, n_static, conv_filters=t["conv_filters"], conv_kernel=t["conv_kernel"],
-                       conv_blocks=t["conv_blocks"], rnn=t["rnn"], rnn_units=t["rnn_units"],
-                       dense_units=t["dense_units"], dropout=t["dropout"], seed=t["seed"])
+    return build_model(
+        n_buckets,
+        n_channels,
+        n_static,
+        conv_filters=t["conv_filters"],
+        conv_kernel=t["conv_kernel"],
+        conv_blocks=t["conv_blocks"],
+        rnn=t["rnn"],
+        rnn_units=t["rnn_units"],
+        dense_units=t["dense_units"],
+        dropout=t["dropout"],
+        seed=t["seed"],
+    )

@@ -17,6 +17,7 @@ Idempotent per snapshot (``replaceWhere``). Each run recomputes a matured snapsh
 ``monitoring.max_age_days`` old) whose inputs changed: the lake versions (late data), its risk partition or its
 action list; the fingerprint of those inputs is stored in the ``inputs`` column.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -42,7 +43,8 @@ PERF_SCHEMA = (
     "high_tier_users long, precision_high double, recall_high double, "
     "calibration array<struct<decile:int,users:long,mean_predicted:double,realised_rate:double>>, "
     "calibration_error double, test_roc_auc double, auc_margin double, auc_below_test boolean, uplift double, "
-    "sampled boolean, inputs string, computed_at timestamp")
+    "sampled boolean, inputs string, computed_at timestamp"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -63,8 +65,14 @@ def calibration_by_decile(y, p, score, n: int = N_DECILES) -> List[dict]:
     for k in range(1, n + 1):
         m = d == k
         if m.any():
-            out.append({"decile": k, "users": int(m.sum()), "mean_predicted": float(p[m].mean()),
-                        "realised_rate": float(y[m].mean())})
+            out.append(
+                {
+                    "decile": k,
+                    "users": int(m.sum()),
+                    "mean_predicted": float(p[m].mean()),
+                    "realised_rate": float(y[m].mean()),
+                }
+            )
     return out
 
 
@@ -98,10 +106,18 @@ def group_metrics(y, p, score, tiers) -> dict:
     rep = classification_report(y, p, threshold=0.5, score=score)
     n_high, prec_high, rec_high = tier_precision_recall(y, tiers)
     deciles = calibration_by_decile(y, p, score)
-    return {"users": int(len(y)), "churners": int(y.sum()), "realised_churn_rate": rep["base_rate"],
-            "mean_predicted": float(np.mean(p)), **{k: rep[k] for k in METRIC_KEYS},
-            "high_tier_users": n_high, "precision_high": prec_high, "recall_high": rec_high,
-            "calibration": deciles, "calibration_error": calibration_error(deciles)}
+    return {
+        "users": int(len(y)),
+        "churners": int(y.sum()),
+        "realised_churn_rate": rep["base_rate"],
+        "mean_predicted": float(np.mean(p)),
+        **{k: rep[k] for k in METRIC_KEYS},
+        "high_tier_users": n_high,
+        "precision_high": prec_high,
+        "recall_high": rec_high,
+        "calibration": deciles,
+        "calibration_error": calibration_error(deciles),
+    }
 
 
 def groups_of(frame: pd.DataFrame) -> Dict[str, np.ndarray]:
@@ -127,11 +143,21 @@ def performance_rows(frame: pd.DataFrame, test_auc: Dict[str, float], margin: fl
             if not m.any():
                 continue
             g = part[m]
-            r = group_metrics(g["label"].to_numpy(), g["churn_probability"].to_numpy(), g["raw_score"].to_numpy(),
-                              g["risk_tier"].to_numpy())
+            r = group_metrics(
+                g["label"].to_numpy(),
+                g["churn_probability"].to_numpy(),
+                g["raw_score"].to_numpy(),
+                g["risk_tier"].to_numpy(),
+            )
             test = test_auc.get(str(version))
-            r.update(model_version=str(version), group=group, test_roc_auc=test, auc_margin=float(margin),
-                     auc_below_test=auc_below_test(r["roc_auc"], test, margin), uplift=None)
+            r.update(
+                model_version=str(version),
+                group=group,
+                test_roc_auc=test,
+                auc_margin=float(margin),
+                auc_below_test=auc_below_test(r["roc_auc"], test, margin),
+                uplift=None,
+            )
             rates[group] = r["realised_churn_rate"]
             rows.append(r)
         if "contacted" in rates and "control" in rates:
@@ -188,11 +214,18 @@ def realised_labels(spark, cfg, tables, snapshots: List[dt.date], as_of: dt.date
     from .sequences import build_features
 
     plan = {s: "monitor" for s in snapshots}
-    return build_features(spark, tables, plan, n_buckets=cfg.sequence.n_buckets,
-                          bucket_days=cfg.sequence.bucket_days, lookback_days=cfg.lookback_days,
-                          horizon_days=cfg.snapshots.horizon_days, as_of=as_of,
-                          churn_definition=cfg.snapshots.churn_definition,
-                          return_statuses=cfg.validation.return_statuses).select("user_id", "snapshot_date", "label")
+    return build_features(
+        spark,
+        tables,
+        plan,
+        n_buckets=cfg.sequence.n_buckets,
+        bucket_days=cfg.sequence.bucket_days,
+        lookback_days=cfg.lookback_days,
+        horizon_days=cfg.snapshots.horizon_days,
+        as_of=as_of,
+        churn_definition=cfg.snapshots.churn_definition,
+        return_statuses=cfg.validation.return_statuses,
+    ).select("user_id", "snapshot_date", "label")
 
 
 def _fingerprints(spark, cfg, risk, actions, snaps: List[dt.date], lineage: dict) -> Dict[dt.date, str]:
@@ -200,19 +233,40 @@ def _fingerprints(spark, cfg, risk, actions, snaps: List[dt.date], lineage: dict
     from pyspark.sql import functions as F
 
     sel = risk.where(F.col("snapshot_date").isin(snaps))
-    sig = {r["snapshot_date"]: [int(r["n"]), str(r["at"]), list(r["v"])] for r in sel.groupBy("snapshot_date").agg(
-        F.count(F.lit(1)).alias("n"), F.max("scored_at").alias("at"),
-        F.sort_array(F.collect_set("model_version")).alias("v")).collect()}
+    sig = {
+        r["snapshot_date"]: [int(r["n"]), str(r["at"]), list(r["v"])]
+        for r in sel.groupBy("snapshot_date")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.max("scored_at").alias("at"),
+            F.sort_array(F.collect_set("model_version")).alias("v"),
+        )
+        .collect()
+    }
     act = {}
     if actions is not None:
-        act = {r["snapshot_date"]: [int(r["n"]), int(r["c"] or 0)] for r in actions.where(
-            F.col("snapshot_date").isin(snaps)).groupBy("snapshot_date").agg(
-            F.count(F.lit(1)).alias("n"), F.sum(F.col("control").cast("int")).alias("c")).collect()}
+        act = {
+            r["snapshot_date"]: [int(r["n"]), int(r["c"] or 0)]
+            for r in actions.where(F.col("snapshot_date").isin(snaps))
+            .groupBy("snapshot_date")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("control").cast("int")).alias("c"))
+            .collect()
+        }
     lake = {k: (v or {}).get("version") for k, v in sorted(lineage.items())}
-    return {s: json.dumps({"lake": lake, "risk": sig.get(s), "actions": act.get(s),
-                           "horizon_days": cfg.snapshots.horizon_days,
-                           "churn_definition": cfg.snapshots.churn_definition}, sort_keys=True, default=str)
-            for s in snaps}
+    return {
+        s: json.dumps(
+            {
+                "lake": lake,
+                "risk": sig.get(s),
+                "actions": act.get(s),
+                "horizon_days": cfg.snapshots.horizon_days,
+                "churn_definition": cfg.snapshots.churn_definition,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        for s in snaps
+    }
 
 
 def update_model_performance(spark, cfg, run_date: dt.date, force: bool = False) -> dict:
@@ -240,8 +294,14 @@ def update_model_performance(spark, cfg, run_date: dt.date, force: bool = False)
             prints = _fingerprints(spark, cfg, risk, actions, snaps, res.lineage)
             done = {}
             if _is_delta(spark, path) and not force:
-                done = {r["snapshot_date"]: r["inputs"] for r in spark.read.format("delta").load(path)
-                        .where(F.col("group") == "all").select("snapshot_date", "inputs").collect()}
+                done = {
+                    r["snapshot_date"]: r["inputs"]
+                    for r in spark.read.format("delta")
+                    .load(path)
+                    .where(F.col("group") == "all")
+                    .select("snapshot_date", "inputs")
+                    .collect()
+                }
             todo = [s for s in snaps if done.get(s) != prints[s]]
             info.update(todo=[s.isoformat() for s in todo])
             if not todo:
@@ -249,12 +309,21 @@ def update_model_performance(spark, cfg, run_date: dt.date, force: bool = False)
             labels = realised_labels(spark, cfg, res.tables, todo, run_date)
             joined = risk.where(F.col("snapshot_date").isin(todo)).join(labels, ["user_id", "snapshot_date"])
             if actions is not None:
-                joined = joined.join(actions.select("user_id", "snapshot_date", "control"),
-                                     ["user_id", "snapshot_date"], "left")
+                joined = joined.join(
+                    actions.select("user_id", "snapshot_date", "control"), ["user_id", "snapshot_date"], "left"
+                )
             else:
                 joined = joined.withColumn("control", F.lit(None).cast("boolean"))
-            cols = ["user_id", "snapshot_date", "model_version", "label", "churn_probability", "raw_score",
-                    "risk_tier", "control"]
+            cols = [
+                "user_id",
+                "snapshot_date",
+                "model_version",
+                "label",
+                "churn_probability",
+                "raw_score",
+                "risk_tier",
+                "control",
+            ]
             test_auc = test_roc_auc_by_version(cfg.path("runs"))
             cap = cfg.training.max_eval_rows
             rows = []
@@ -264,20 +333,41 @@ def update_model_performance(spark, cfg, run_date: dt.date, force: bool = False)
                     LOG.warning("matured snapshot %s: no scored user could be labelled", s)
                     continue
                 for r in performance_rows(pdf, test_auc, cfg.monitoring.realised_auc_margin):
-                    rows.append({**r, "snapshot_date": s, "horizon_days": H, "matured_on": s + dt.timedelta(days=H),
-                                 "run_date": run_date, "sampled": len(pdf) >= cap, "inputs": prints[s]})
+                    rows.append(
+                        {
+                            **r,
+                            "snapshot_date": s,
+                            "horizon_days": H,
+                            "matured_on": s + dt.timedelta(days=H),
+                            "run_date": run_date,
+                            "sampled": len(pdf) >= cap,
+                            "inputs": prints[s],
+                        }
+                    )
         finally:
             res.release()
         version = _write(spark, path, rows, todo)
-        flagged = sorted({(r["snapshot_date"].isoformat(), r["model_version"]) for r in rows
-                          if r["auc_below_test"] and r["group"] == "all"})
+        flagged = sorted(
+            {
+                (r["snapshot_date"].isoformat(), r["model_version"])
+                for r in rows
+                if r["auc_below_test"] and r["group"] == "all"
+            }
+        )
         info.update(rows=len(rows), flagged=flagged)
-    return {"table": path, "table_version": version, "computed": [s.isoformat() for s in todo],
-            "flagged": [list(f) for f in flagged],
-            "realised": {r["snapshot_date"].isoformat(): {k: _clean(r[k]) for k in ("model_version", "users",
-                                                                                      "realised_churn_rate", "roc_auc",
-                                                                                      "test_roc_auc")}
-                         for r in rows if r["group"] == "all"}}
+    return {
+        "table": path,
+        "table_version": version,
+        "computed": [s.isoformat() for s in todo],
+        "flagged": [list(f) for f in flagged],
+        "realised": {
+            r["snapshot_date"].isoformat(): {
+                k: _clean(r[k]) for k in ("model_version", "users", "realised_churn_rate", "roc_auc", "test_roc_auc")
+            }
+            for r in rows
+            if r["group"] == "all"
+        },
+    }
 
 
 def _write(spark, path: str, rows: List[dict], snaps: List[dt.date]) -> Optional[int]:
@@ -286,15 +376,30 @@ def _write(spark, path: str, rows: List[dict], snaps: List[dt.date]) -> Optional
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     names = [f.split(" ")[0].strip("`") for f in _top_level_fields(PERF_SCHEMA)]
-    data = [tuple(_clean(r.get(n)) if n != "calibration" else
-                  [(d["decile"], d["users"], _clean(d["mean_predicted"]), _clean(d["realised_rate"]))
-                   for d in r["calibration"]] for n in names[:-1]) + (now,) for r in rows]
+    data = [
+        tuple(
+            _clean(r.get(n))
+            if n != "calibration"
+            else [
+                (d["decile"], d["users"], _clean(d["mean_predicted"]), _clean(d["realised_rate"]))
+                for d in r["calibration"]
+            ]
+            for n in names[:-1]
+        )
+        + (now,)
+        for r in rows
+    ]
     df = spark.createDataFrame(data, PERF_SCHEMA)
     dates = ", ".join(f"DATE'{s.isoformat()}'" for s in sorted(snaps))
     write_id = new_write_id()
-    (df.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
-     .option("replaceWhere", f"snapshot_date IN ({dates})")
-     .option("userMetadata", commit_metadata(write_id, source="monitoring")).save(path))
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .partitionBy("snapshot_date")
+        .option("replaceWhere", f"snapshot_date IN ({dates})")
+        .option("userMetadata", commit_metadata(write_id, source="monitoring"))
+        .save(path)
+    )
     return write_version(spark, path, write_id)
 
 

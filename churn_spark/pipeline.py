@@ -4,6 +4,7 @@ Each step records what it produced (Delta versions, MLflow run id, model version
 ``<work_dir>/runs/<run_date>/runlog.json``. A rerun of the same date skips steps whose outputs are recorded and
 still present; ``force=True`` redoes them, idempotently (same partitions replaced, no duplicates).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,6 +19,11 @@ from .config import Config
 from .logs import LOG, step
 
 STEPS = ("build_sequences", "train", "validate", "score", "monitor", "report")
+
+
+def build_run_id(run_date: dt.date) -> str:
+    """The quarantine ``run_id`` of a run date's build step (the report looks its rows up by it)."""
+    return f"build-{run_date.isoformat()}"
 
 
 class StepFailed(RuntimeError):
@@ -42,18 +48,20 @@ class RunLog:
         os.replace(tmp, self.path)
 
 
-
 def build_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
     """Ingest + validate the lake, quarantine bad rows, write the run's snapshot partitions of the feature table."""
     from . import lake, privacy, sequences
     from .feature_spec import describe_plan
 
-    run_id = f"build-{run_date.isoformat()}"
+    run_id = build_run_id(run_date)
     clock = cfg.clock or run_date
     plan = sequences.plan_for(cfg, run_date)
     plan_lines = describe_plan(plan, cfg.snapshots.horizon_days)
-    LOG.info("snapshot plan for %s (label windows of different splits never overlap):\n  %s", run_date,
-             "\n  ".join(plan_lines))
+    LOG.info(
+        "snapshot plan for %s (label windows of different splits never overlap):\n  %s",
+        run_date,
+        "\n  ".join(plan_lines),
+    )
     with step("build_sequences", run_date=run_date) as info:
         res = lake.ingest(spark, cfg, run_id, clock)
         feats = sequences.build_from_config(spark, cfg, res.tables, run_date)
@@ -64,17 +72,25 @@ def build_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict
         res.release()
         retention = privacy.apply_quarantine_retention(spark, cfg)
         info.update(features_version=version, quarantined=quarantined)
-    return {"features_version": version, "inputs": res.lineage, "ingest": res.summary(),
-            "quarantine_retention": retention,
-            "snapshots": {d.isoformat(): s for d, s in sorted(plan.items())}, "snapshot_plan": plan_lines}
+    return {
+        "features_version": version,
+        "inputs": res.lineage,
+        "ingest": res.summary(),
+        "quarantine_retention": retention,
+        "snapshots": {d.isoformat(): s for d, s in sorted(plan.items())},
+        "snapshot_plan": plan_lines,
+    }
 
 
 def train_step(spark: SparkSession, cfg: Config, run_date: dt.date, features_version: Optional[int] = None) -> dict:
     from .train import train
 
     r = train(spark, cfg, run_date, features_version)
-    return {"mlflow_run_id": r.run_id, "model_version": r.model_version,
-            "metrics_json": cfg.path("runs", run_date.isoformat(), "metrics.json")}
+    return {
+        "mlflow_run_id": r.run_id,
+        "model_version": r.model_version,
+        "metrics_json": cfg.path("runs", run_date.isoformat(), "metrics.json"),
+    }
 
 
 def validate_step(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional[str] = None) -> dict:
@@ -82,17 +98,29 @@ def validate_step(spark: SparkSession, cfg: Config, run_date: dt.date, version: 
     from .promotion import validate
 
     v = validate(spark, cfg, run_date, version)
-    return {"challenger_version": v["challenger_version"], "promoted": bool(v["promoted"]), "mode": v["mode"],
-            "comparable": v.get("comparable"), "interval": v.get("interval"), "reason": v.get("reason", "")}
+    return {
+        "challenger_version": v["challenger_version"],
+        "promoted": bool(v["promoted"]),
+        "mode": v["mode"],
+        "comparable": v.get("comparable"),
+        "interval": v.get("interval"),
+        "reason": v.get("reason", ""),
+    }
 
 
 def score_step(spark: SparkSession, cfg: Config, run_date: dt.date, model_version: Optional[str] = None) -> dict:
     from .score import score
 
     r = score(spark, cfg, snapshot=run_date, model_version=model_version, run_id=f"weekly-{run_date.isoformat()}")
-    return {"snapshot": r.snapshot.isoformat(), "users": r.users, "tiers": r.tiers,
-            "risk_table_version": r.table_version, "model_version": r.model_version,
-            "users_per_s": round(r.users_per_s, 1)}
+    return {
+        "snapshot": r.snapshot.isoformat(),
+        "users": r.users,
+        "tiers": r.tiers,
+        "risk_table_version": r.table_version,
+        "model_version": r.model_version,
+        "users_per_s": round(r.users_per_s, 1),
+        "actions": r.actions,
+    }
 
 
 def monitor_step(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
@@ -100,8 +128,10 @@ def monitor_step(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
     from .drift_table import write_drift
     from .monitoring import update_model_performance
 
-    return {"model_performance": update_model_performance(spark, cfg, run_date),
-            "drift": write_drift(spark, cfg, run_date)}
+    return {
+        "model_performance": update_model_performance(spark, cfg, run_date),
+        "drift": write_drift(spark, cfg, run_date),
+    }
 
 
 def report_step(spark: SparkSession, cfg: Config, run_date: dt.date, ingest_summary: Optional[dict] = None) -> dict:
@@ -149,8 +179,10 @@ def _weekly(spark: SparkSession, cfg: Config, run_date: dt.date, force: bool) ->
         try:
             log.record(name, runners[name]())
         except Exception as e:
-            raise StepFailed(f"weekly run {run_date}: step '{name}' failed: {str(e).splitlines()[0] if str(e) else e!r}"
-                             f" (completed steps are kept in {log.path}; rerun to continue)") from e
+            raise StepFailed(
+                f"weekly run {run_date}: step '{name}' failed: {str(e).splitlines()[0] if str(e) else e!r}"
+                f" (completed steps are kept in {log.path}; rerun to continue)"
+            ) from e
     return log.data
 
 

@@ -4,6 +4,7 @@ The bundle is shipped as a zip with ``SparkContext.addArchive`` (local mode and 
 on first use in each Python worker; Spark reuses workers (``spark.python.worker.reuse``), so later batches and
 tasks hit the in-process cache. Reason codes (optional) are computed in :mod:`churn_spark.reasons`.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,8 +92,11 @@ def make_scorer(ref: str, keep: List[str], reasons: Optional[ReasonSettings] = N
             done += len(pdf)
             if time.time() - last > 10:  # progress of long partitions, in the executor's log
                 last = time.time()
-                print(f"churn_spark scorer pid {os.getpid()}: {done} rows, {done / (last - t0):.0f} rows/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"churn_spark scorer pid {os.getpid()}: {done} rows, {done / (last - t0):.0f} rows/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             yield out
 
     return score

@@ -8,6 +8,7 @@ would turn one new event into 10^5 standard deviations), every standardised inpu
 ``other`` one-hot column of each categorical is trained on a small random share of training rows
 (``training.other_category_share``), so a category first seen at scoring time lands on a learned weight.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,11 @@ class FeatureStats:
     def sequence_tensor(self, sequences) -> np.ndarray:
         """Raw flattened sequences (n, T*C) -> standardised log1p tensor (n, T, C) float32."""
         width = self.n_buckets * len(self.channels)
-        raw = (np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
-               if len(sequences) else np.zeros((0, width)))
+        raw = (
+            np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
+            if len(sequences)
+            else np.zeros((0, width))
+        )
         x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, self.n_buckets, len(self.channels))
         z = (x - np.asarray(self.seq_mean)) / np.asarray(self.seq_std)
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
@@ -93,14 +97,16 @@ class FeatureStats:
         return feature_contract(self.channels, self.n_buckets, self.bucket_days)
 
 
-def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: int, recent_days: int = 28,
-                  clip: float = 10.0) -> FeatureStats:
+def compute_stats(
+    train_df, channels: List[str], n_buckets: int, bucket_days: int, recent_days: int = 28, clip: float = 10.0
+) -> FeatureStats:
     """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark."""
     from pyspark.sql import functions as F
 
     C = len(channels)
     ex = train_df.select(F.posexplode("sequence").alias("pos", "v")).select(
-        (F.col("pos") % C).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v"))
+        (F.col("pos") % C).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v")
+    )
     rows = {r["c"]: r for r in ex.groupBy("c").agg(F.mean("v").alias("m"), F.stddev_pop("v").alias("s")).collect()}
     seq_mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(C)]
     seq_std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(C)]
@@ -114,7 +120,14 @@ def compute_stats(train_df, channels: List[str], n_buckets: int, bucket_days: in
         top = train_df.groupBy(col).count().orderBy(F.desc("count"), col).limit(MAX_VOCAB).collect()
         vocab[col] = sorted(str(r[col]) for r in top)
     return FeatureStats(
-        channels=channels, n_buckets=n_buckets, seq_mean=seq_mean, seq_std=seq_std,
+        channels=channels,
+        n_buckets=n_buckets,
+        seq_mean=seq_mean,
+        seq_std=seq_std,
         static_mean=[float(st[f"m_{c}"] or 0.0) for c in NUMERIC_STATIC],
         static_std=[_safe_std(st[f"s_{c}"]) for c in NUMERIC_STATIC],
-        vocab=vocab, bucket_days=bucket_days, recent_days=recent_days, clip=clip)
+        vocab=vocab,
+        bucket_days=bucket_days,
+        recent_days=recent_days,
+        clip=clip,
+    )

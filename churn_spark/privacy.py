@@ -22,6 +22,7 @@ whole procedure and its own verification live together here:
 
 Run ``forget`` between weekly runs: VACUUM with a short retention removes files a concurrent writer may still need.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -86,10 +87,15 @@ def pseudonymise_quarantine(df, cfg):
     uid_field = F.lit(None).cast("string")
     for name, src in cfg.sources.items():
         uid_field = F.when(F.col("source") == name, F.lit(src.columns.get("user_id", "user_id"))).otherwise(uid_field)
-    hashed = F.transform_values(m, lambda k, v: F.when(
-        (k == uid_field) & v.isNotNull(), F.sha2(F.concat(s, F.lit(":"), F.trim(v)), 256)).otherwise(v))
-    withheld = F.to_json(F.create_map(F.lit("withheld_raw_row_sha256"),
-                                      F.sha2(F.concat(s, F.lit(":"), F.col("raw_row")), 256)))
+    hashed = F.transform_values(
+        m,
+        lambda k, v: F.when(
+            (k == uid_field) & v.isNotNull(), F.sha2(F.concat(s, F.lit(":"), F.trim(v)), 256)
+        ).otherwise(v),
+    )
+    withheld = F.to_json(
+        F.create_map(F.lit("withheld_raw_row_sha256"), F.sha2(F.concat(s, F.lit(":"), F.col("raw_row")), 256))
+    )
     return df.withColumn("raw_row", F.when(m.isNotNull(), F.to_json(hashed)).otherwise(withheld))
 
 
@@ -110,8 +116,11 @@ def apply_quarantine_retention(spark, cfg, now: Optional[dt.datetime] = None) ->
     if old:
         DeltaTable.forPath(spark, path).delete(F.col("run_id").isin(old))
         DeltaTable.forPath(spark, path).vacuum()
-    return {"deleted_runs": old, "rows": int(sum(r["n"] for r in runs if r["run_id"] in old)),
-            "cutoff": cutoff.isoformat(timespec="seconds")}
+    return {
+        "deleted_runs": old,
+        "rows": int(sum(r["n"] for r in runs if r["run_id"] in old)),
+        "cutoff": cutoff.isoformat(timespec="seconds"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,8 +273,11 @@ def _match_condition(columns: List[str]):
         conds.append(F.trim(F.col("t.user_id").cast("string")) == F.col("s.user_id"))
     if "raw_row" in columns:
         tokens = F.split(F.col("t.raw_row"), TOKEN_SPLIT)
-        conds += [F.array_contains(tokens, F.col("s.user_id")), F.array_contains(tokens, F.col("s.user_hash")),
-                  F.instr(F.col("t.raw_row"), F.concat(F.lit('"'), F.col("s.user_id"), F.lit('"'))) > 0]
+        conds += [
+            F.array_contains(tokens, F.col("s.user_id")),
+            F.array_contains(tokens, F.col("s.user_hash")),
+            F.instr(F.col("t.raw_row"), F.concat(F.lit('"'), F.col("s.user_id"), F.lit('"'))) > 0,
+        ]
     if not conds:
         return None
     out = conds[0]
@@ -328,8 +340,11 @@ def restart_history(spark, path: str) -> None:
     writer = spark.read.format("delta").load(path).write.format("delta").mode("overwrite")
     if parts:
         writer = writer.partitionBy(*parts)
-    meta = commit_metadata(new_write_id(), history_restarted_by="forget", contract=contract) if contract else \
-        commit_metadata(new_write_id(), history_restarted_by="forget")
+    meta = (
+        commit_metadata(new_write_id(), history_restarted_by="forget", contract=contract)
+        if contract
+        else commit_metadata(new_write_id(), history_restarted_by="forget")
+    )
     writer.option("userMetadata", meta).save(tmp)
     os.replace(path, old)
     os.replace(tmp, path)
@@ -356,8 +371,11 @@ def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optio
     hours = int(cfg.privacy.vacuum_retention_hours)
     tables = [t for t in delta_tables(os.path.join(work, "tables"))]
     if include_sources:
-        tables += [os.path.abspath(cfg.source_location(n)) for n, src in cfg.sources.items()
-                   if src.format == "delta" and src.path and "://" not in src.path]
+        tables += [
+            os.path.abspath(cfg.source_location(n))
+            for n, src in cfg.sources.items()
+            if src.format == "delta" and src.path and "://" not in src.path
+        ]
     counts, restarted = {}, []
     for t in tables:
         name = os.path.relpath(t, work)
@@ -366,30 +384,48 @@ def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optio
         if hours == 0 and "://" not in t and scan(t, ids):
             restart_history(spark, t)
             restarted.append(name)
-        LOG.info("forget: %s rows deleted from %s%s", counts[name], name, " (history restarted)" if name in restarted
-                 else "")
+        LOG.info(
+            "forget: %s rows deleted from %s%s", counts[name], name, " (history restarted)" if name in restarted else ""
+        )
     ids_df.unpersist()
     # never rewrite a Delta table's files behind its log: tables not erased above are only reported
-    skip = set(tables) | set(delta_tables(work)) | {os.path.join(work, "privacy")} | (
-        {lake} if _under(lake, work) else set())
+    skip = (
+        set(tables)
+        | set(delta_tables(work))
+        | {os.path.join(work, "privacy")}
+        | ({lake} if _under(lake, work) else set())
+    )
     files = erase_files(work, ids, skip)
-    remaining = scan(work, ids, {os.path.join(work, "privacy")} | (
-        set() if include_sources or not _under(lake, work) else {lake}))
+    remaining = scan(
+        work, ids, {os.path.join(work, "privacy")} | (set() if include_sources or not _under(lake, work) else {lake})
+    )
     skipped_sources = [n for n, src in cfg.sources.items() if include_sources and src.format != "delta"]
     entry = {
         "erased_at": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
-        "user_hashes": [user_hash(i, s) for i in ids], "users": len(ids),
-        "tables": counts, "files": files, "vacuum_retention_hours": hours, "history_restarted": restarted,
-        "lake_sources_erased": include_sources, "sources_not_erased": skipped_sources,
+        "user_hashes": [user_hash(i, s) for i in ids],
+        "users": len(ids),
+        "tables": counts,
+        "files": files,
+        "vacuum_retention_hours": hours,
+        "history_restarted": restarted,
+        "lake_sources_erased": include_sources,
+        "sources_not_erased": skipped_sources,
         "remaining_files": sorted(remaining),
     }
     if not include_sources:
-        entry["note"] = "the lake sources were not touched: erase the users at the source, or the next run re-reads them"
+        entry["note"] = (
+            "the lake sources were not touched: erase the users at the source, or the next run re-reads them"
+        )
     log = Path(cfg.path(*ERASURE_LOG))
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")
     if remaining:
-        LOG.warning("forget: %d files under %s still hold an erased id (binary files or ids that are plain "
-                    "numbers can match unrelated data): %s", len(remaining), work, sorted(remaining)[:10])
+        LOG.warning(
+            "forget: %d files under %s still hold an erased id (binary files or ids that are plain "
+            "numbers can match unrelated data): %s",
+            len(remaining),
+            work,
+            sorted(remaining)[:10],
+        )
     return {**entry, "erasure_log": str(log)}

@@ -13,6 +13,7 @@ A champion trained on another feature contract (channels, buckets, statics) cann
 "not comparable", and the challenger is promoted with that reason recorded, or refused when
 ``registry.incompatible_champion: refuse``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,7 +33,6 @@ from .metrics import classification_report, paired_bootstrap
 from .predict import score_frame, ship_model
 from .preprocess import FeatureStats
 
-
 NUMERIC_NOISE = 1e-9  # the same model scored in other Arrow batches differs by float rounding, not by skill
 
 
@@ -47,9 +47,18 @@ def gate(spark, cfg: Config, candidate: pd.DataFrame, test_df: DataFrame, table_
     score) and deep_calibrated of the test rows."""
     r = cfg.registry
     metric = r.gate_metric
-    decision = {"metric": metric, "margin": r.gate_margin, "confidence": r.gate_confidence,
-                "champion_version": None, "champion": None, "champion_metrics": None, "comparable": None,
-                "interval": None, "improvement": None, "promoted": True}
+    decision = {
+        "metric": metric,
+        "margin": r.gate_margin,
+        "confidence": r.gate_confidence,
+        "champion_version": None,
+        "champion": None,
+        "champion_metrics": None,
+        "comparable": None,
+        "interval": None,
+        "improvement": None,
+        "promoted": True,
+    }
     champ = registry.champion(cfg)
     if champ is None:
         decision["reason"] = "no champion yet"
@@ -59,29 +68,54 @@ def gate(spark, cfg: Config, candidate: pd.DataFrame, test_df: DataFrame, table_
     diffs = contract_differences(bundle_contract(champ_dir), table_contract)
     if diffs:
         refuse = r.incompatible_champion == "refuse"
-        decision.update(comparable=False, promoted=not refuse,
-                        reason=("champion not comparable (trained on other features: " + "; ".join(diffs) + ")"
-                                + ("; refused by registry.incompatible_champion=refuse" if refuse else
-                                   "; candidate promoted")))
+        decision.update(
+            comparable=False,
+            promoted=not refuse,
+            reason=(
+                "champion not comparable (trained on other features: "
+                + "; ".join(diffs)
+                + ")"
+                + ("; refused by registry.incompatible_champion=refuse" if refuse else "; candidate promoted")
+            ),
+        )
         return decision
     ref = ship_model(spark, champ_dir, cfg.path("tmp", "ship"))
     champ_rows = collect_scores(score_frame(test_df, ref, ["user_id", "label"]), cfg.training.max_eval_rows)
     both = candidate.merge(champ_rows[["user_id", "raw_probability", "churn_probability"]], on="user_id")
     y = both["label"].to_numpy()
     thr = float(verify_bundle(champ_dir)["info"].get("threshold", 0.5))  # the manifest holds it: no model load
-    champ_metrics = classification_report(y, both["churn_probability"].to_numpy(), thr,
-                                          score=both["raw_probability"].to_numpy())
-    observed, lo, hi = paired_bootstrap(metric, y, both["deep_calibrated"], both["deep"], both["churn_probability"],
-                                        both["raw_probability"], r.gate_bootstrap, r.gate_confidence,
-                                        seed=cfg.training.seed)
+    champ_metrics = classification_report(
+        y, both["churn_probability"].to_numpy(), thr, score=both["raw_probability"].to_numpy()
+    )
+    observed, lo, hi = paired_bootstrap(
+        metric,
+        y,
+        both["deep_calibrated"],
+        both["deep"],
+        both["churn_probability"],
+        both["raw_probability"],
+        r.gate_bootstrap,
+        r.gate_confidence,
+        seed=cfg.training.seed,
+    )
     required = max(r.gate_margin, r.gate_min_relative_change * abs(champ_metrics[metric]))
     better = lo > required + NUMERIC_NOISE
-    decision.update(champion=champ_metrics[metric], champion_metrics=champ_metrics, comparable=True,
-                    improvement=observed, interval=[lo, hi], required=required, promoted=bool(better),
-                    rows=int(len(both)),
-                    reason=(f"improvement {observed:+.4f} on {metric}, {r.gate_confidence:.0%} interval "
-                            f"[{lo:+.4f}, {hi:+.4f}]: lower bound " + ("clears" if better else "does not clear")
-                            + f" the required {required:.4f}"))
+    decision.update(
+        champion=champ_metrics[metric],
+        champion_metrics=champ_metrics,
+        comparable=True,
+        improvement=observed,
+        interval=[lo, hi],
+        required=required,
+        promoted=bool(better),
+        rows=int(len(both)),
+        reason=(
+            f"improvement {observed:+.4f} on {metric}, {r.gate_confidence:.0%} interval "
+            f"[{lo:+.4f}, {hi:+.4f}]: lower bound "
+            + ("clears" if better else "does not clear")
+            + f" the required {required:.4f}"
+        ),
+    )
     return decision
 
 
@@ -110,8 +144,10 @@ def validate(spark, cfg: Config, run_date: Optional[dt.date] = None, version: Op
     else:
         test_df = load_splits(spark, cfg, run_date, fv)["test"]
         contract = table_contract(spark, cfg.features_path, fv) or cfg.feature_contract
-        verdict = {"mode": mode, **gate(spark, cfg, _challenger_scores(spark, cfg, mv.version, test_df), test_df,
-                                        contract)}
+        verdict = {
+            "mode": mode,
+            **gate(spark, cfg, _challenger_scores(spark, cfg, mv.version, test_df), test_df, contract),
+        }
         if mode == "dry_run" and verdict["promoted"]:
             verdict.update(promoted=False, would_promote=True, reason=verdict["reason"] + " (dry run: not promoted)")
     verdict["challenger_version"] = str(mv.version)
@@ -135,8 +171,11 @@ def _update_run_metrics(cfg: Config, run_date: dt.date, version: str, verdict: d
     if champ is not None and str(champ.version) == version:
         m["scored_by"] = {"model_version": version, "role": "candidate", "test_metrics": m["models"]["deep"]}
     else:
-        m["scored_by"] = {"model_version": str(champ.version) if champ else None, "role": "champion",
-                          "test_metrics": verdict.get("champion_metrics")}
+        m["scored_by"] = {
+            "model_version": str(champ.version) if champ else None,
+            "role": "champion",
+            "test_metrics": verdict.get("champion_metrics"),
+        }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(m, indent=1, default=str))
     tmp.replace(path)

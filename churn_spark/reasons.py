@@ -17,6 +17,7 @@ every code reads "this (true) fact about the user raised their churn risk". A gr
 beyond the tolerance (e.g. equal or all-zero activity) gets no code, and the next group is tried. The README's
 reason-code table documents every code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ class ReasonSettings:
 
     @classmethod
     def from_config(cls, scoring) -> "ReasonSettings":
-        return cls(top=scoring.reason_count, tolerance=scoring.reason_tolerance,
-                   bad_review_rating=scoring.bad_review_rating)
+        return cls(
+            top=scoring.reason_count, tolerance=scoring.reason_tolerance, bad_review_rating=scoring.bad_review_rating
+        )
 
 
 # ---- groups ------------------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def group_scores(a_seq: np.ndarray, a_static: np.ndarray, stats: FeatureStats) -
             cols.append(a_static[:, NUMERIC_STATIC.index(name)])
         else:
             c = stats.channels.index(name)
-            cols.append(a_seq[:, T - R:, c].sum(axis=1) if kind == "recent" else a_seq[:, :T - R, c].sum(axis=1))
+            cols.append(a_seq[:, T - R :, c].sum(axis=1) if kind == "recent" else a_seq[:, : T - R, c].sum(axis=1))
     return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((len(a_seq), 0))
 
 
@@ -108,8 +110,9 @@ def _pick(direction: np.ndarray, low: str, high: str, ok=True) -> np.ndarray:
     return np.where(ok & (direction < 0), low, np.where(ok & (direction > 0), high, ""))
 
 
-def _group_codes(kind: str, name: str, seq: np.ndarray, static: np.ndarray, stats: FeatureStats,
-                 s: ReasonSettings, win: str) -> np.ndarray:
+def _group_codes(
+    kind: str, name: str, seq: np.ndarray, static: np.ndarray, stats: FeatureStats, s: ReasonSettings, win: str
+) -> np.ndarray:
     """The one true code (or '') per user for one group, from the raw row only. ``seq`` is (n,T,C), >= 0."""
     T, R, tol = stats.n_buckets, recent_window(stats), s.tolerance
     n = len(seq)
@@ -118,12 +121,12 @@ def _group_codes(kind: str, name: str, seq: np.ndarray, static: np.ndarray, stat
         typical = np.expm1(stats.static_mean[j])  # the model sees standardised log1p: its centre, back in units
         return _pick(_direction(static[:, j], 1.0, typical, 1.0, tol), f"{name}_low", f"{name}_high")
     c = stats.channels.index(name)
-    recent, earlier = seq[:, T - R:, c], seq[:, :T - R, c]
+    recent, earlier = seq[:, T - R :, c], seq[:, : T - R, c]
     if name == RATING:  # mean rating over reviewed buckets, weighted by the number of reviews
         if REVIEWS not in stats.channels:
             return np.full(n, "")
         r = stats.channels.index(REVIEWS)
-        w_recent, w_earlier = seq[:, T - R:, r], seq[:, :T - R, r]
+        w_recent, w_earlier = seq[:, T - R :, r], seq[:, : T - R, r]
         rn, rd = (recent * w_recent).sum(axis=1), w_recent.sum(axis=1)
         en, ed = (earlier * w_earlier).sum(axis=1), w_earlier.sum(axis=1)
         if kind == "earlier":
@@ -134,17 +137,27 @@ def _group_codes(kind: str, name: str, seq: np.ndarray, static: np.ndarray, stat
         return np.where(bad, "bad_review", moved)
     if kind == "earlier":  # the user's mean bucket (= per-day rate x B) vs the training population's typical bucket
         typical = np.expm1(stats.seq_mean[c])
-        return _pick(_direction(earlier.sum(axis=1), T - R, typical, 1.0, tol),
-                     f"{name}_low_before_{win}", f"{name}_high_before_{win}")
+        return _pick(
+            _direction(earlier.sum(axis=1), T - R, typical, 1.0, tol),
+            f"{name}_low_before_{win}",
+            f"{name}_high_before_{win}",
+        )
     if T == R:  # one bucket only: nothing to compare the recent rate with
         return np.full(n, "")
     # per-day rates: sum / (R*B) vs sum / ((T-R)*B); B cancels
-    return _pick(_direction(recent.sum(axis=1), R, earlier.sum(axis=1), T - R, tol),
-                 f"{name}_down_{win}", f"{name}_up_{win}")
+    return _pick(
+        _direction(recent.sum(axis=1), R, earlier.sum(axis=1), T - R, tol), f"{name}_down_{win}", f"{name}_up_{win}"
+    )
 
 
-def codes_from(scores: np.ndarray, groups: List[Group], raw_sequences: np.ndarray, raw_static: np.ndarray,
-               stats: FeatureStats, settings: ReasonSettings) -> List[List[str]]:
+def codes_from(
+    scores: np.ndarray,
+    groups: List[Group],
+    raw_sequences: np.ndarray,
+    raw_static: np.ndarray,
+    stats: FeatureStats,
+    settings: ReasonSettings,
+) -> List[List[str]]:
     """Up to ``settings.top`` codes per user, for groups with score > 0 in decreasing score order.
 
     ``scores`` (n,G) per group in ``groups`` order; ``raw_sequences`` (n, T*C) raw bucket values (time-major);
@@ -161,7 +174,7 @@ def codes_from(scores: np.ndarray, groups: List[Group], raw_sequences: np.ndarra
     codes = np.stack([_group_codes(k, g, seq, static, stats, settings, win) for k, g in groups], axis=1)
     scores = np.asarray(scores, np.float64)
     usable = (scores > 0) & (codes != "")
-    order = np.argsort(-np.where(usable, scores, -np.inf), axis=1, kind="stable")[:, :settings.top]
+    order = np.argsort(-np.where(usable, scores, -np.inf), axis=1, kind="stable")[:, : settings.top]
     return [[str(codes[i, g]) for g in order[i] if usable[i, g]] for i in range(n)]
 
 

@@ -5,6 +5,7 @@ from the contract in :mod:`churn_spark.feature_spec` with plain Python loops, wr
 Spark code, so tests can compare the two row by row on small data. Clarity beats speed here: never optimise it,
 and never import from the Spark implementation.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -109,8 +110,12 @@ def build_reference(
     orders/events/reviews present in ``tables`` (a key mapped to None counts as absent). An order whose status is
     one of ``return_statuses`` (compared trimmed and lower-case, like ingest stores them) is a return.
     """
-    for name, value in (("n_buckets", n_buckets), ("bucket_days", bucket_days),
-                        ("lookback_days", lookback_days), ("horizon_days", horizon_days)):
+    for name, value in (
+        ("n_buckets", n_buckets),
+        ("bucket_days", bucket_days),
+        ("lookback_days", lookback_days),
+        ("horizon_days", horizon_days),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if churn_definition not in CHURN_DEFINITIONS:
@@ -267,21 +272,23 @@ def build_reference(
             else:
                 label = math.nan
 
-            rows.append({
-                "user_id": user,
-                "snapshot_date": snapshot,
-                "split": split,
-                "label": label,
-                "sequence": [float(v) for bucket in sequence for v in bucket],  # time-major: [t * C + c]
-                "tenure_days": float((snapshot - tenure_from).days),
-                "days_since_last_order": float((snapshot - last_purchase_day).days),
-                "days_since_last_event": float((snapshot - last_activity_day).days),
-                "lifetime_orders": float(lifetime_orders),
-                "lifetime_spend": float(lifetime_spend),
-                "mean_order_value": lifetime_spend / lifetime_orders if lifetime_orders > 0 else 0.0,
-                "country": country,
-                "channel": channel_value,
-            })
+            rows.append(
+                {
+                    "user_id": user,
+                    "snapshot_date": snapshot,
+                    "split": split,
+                    "label": label,
+                    "sequence": [float(v) for bucket in sequence for v in bucket],  # time-major: [t * C + c]
+                    "tenure_days": float((snapshot - tenure_from).days),
+                    "days_since_last_order": float((snapshot - last_purchase_day).days),
+                    "days_since_last_event": float((snapshot - last_activity_day).days),
+                    "lifetime_orders": float(lifetime_orders),
+                    "lifetime_spend": float(lifetime_spend),
+                    "mean_order_value": lifetime_spend / lifetime_orders if lifetime_orders > 0 else 0.0,
+                    "country": country,
+                    "channel": channel_value,
+                }
+            )
 
     result = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     result["label"] = result["label"].astype("float64")
@@ -290,4 +297,3 @@ def build_reference(
     for column in ["user_id", "split"] + CATEGORICAL_STATIC:
         result[column] = result[column].astype(object)
     return result.reset_index(drop=True)
-

@@ -4,6 +4,7 @@ Embedded default is a sqlite store plus a file artifact root under ``work_dir/ml
 --backend-store-uri sqlite:///...`` shows it); a server URI comes from ``registry.tracking_uri``. The champion is
 the registered version carrying the ``champion`` alias; only the gate moves it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,7 @@ def client(cfg: Config):
     from mlflow.tracking import MlflowClient
 
     if cfg.tracking_uri.startswith("sqlite:///"):
-        Path(cfg.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
@@ -77,13 +78,26 @@ def record_verdict(cfg: Config, mv, verdict: dict) -> None:
     import json
 
     c = client(cfg)
-    status = ("PROMOTED" if verdict.get("promoted") else "NOT_COMPARABLE" if verdict.get("comparable") is False
-              else "SKIPPED" if verdict.get("mode") == "disabled" else "REJECTED")
-    c.update_model_version(cfg.registry.model_name, mv.version,
-                           description=f"validation ({verdict.get('mode')}): {status}: {verdict.get('reason', '')}")
-    tags = {"validation_status": status, "validation_mode": str(verdict.get("mode")),
-            "validation_reason": str(verdict.get("reason", ""))[:4000],
-            "validation_interval": json.dumps(verdict.get("interval"))}
+    status = (
+        "PROMOTED"
+        if verdict.get("promoted")
+        else "NOT_COMPARABLE"
+        if verdict.get("comparable") is False
+        else "SKIPPED"
+        if verdict.get("mode") == "disabled"
+        else "REJECTED"
+    )
+    c.update_model_version(
+        cfg.registry.model_name,
+        mv.version,
+        description=f"validation ({verdict.get('mode')}): {status}: {verdict.get('reason', '')}",
+    )
+    tags = {
+        "validation_status": status,
+        "validation_mode": str(verdict.get("mode")),
+        "validation_reason": str(verdict.get("reason", ""))[:4000],
+        "validation_interval": json.dumps(verdict.get("interval")),
+    }
     for k, v in tags.items():
         c.set_model_version_tag(cfg.registry.model_name, mv.version, k, v)
     if mv.run_id:
@@ -118,8 +132,10 @@ def download_version(cfg: Config, version: Optional[str] = None) -> tuple[str, s
 
     mv = model_version(cfg, version) if version else champion(cfg)
     if mv is None:
-        raise ModelIntegrityError(f"no champion version of model '{cfg.registry.model_name}' in {cfg.tracking_uri}; "
-                                  f"train first (churn-spark train) or pass --model-version")
+        raise ModelIntegrityError(
+            f"no champion version of model '{cfg.registry.model_name}' in {cfg.tracking_uri}; "
+            f"train first (churn-spark train) or pass --model-version"
+        )
     cache = Path(cfg.work_dir, "models", "registry", cfg.registry.model_name)
     tagged = (mv.tags or {}).get("bundle_digest")
     if tagged and (cache / tagged[:16] / "manifest.json").is_file():
@@ -134,8 +150,10 @@ def download_version(cfg: Config, version: Optional[str] = None) -> tuple[str, s
         src = Path(bundle_dir_of(str(src)))  # the bundle inside the MLflow pyfunc model
         digest = bundle_digest(str(src))  # verifies every checksum
         if tagged and digest != tagged:
-            raise ModelIntegrityError(f"model version {mv.version}: downloaded bundle digest {digest[:16]} does not "
-                                      f"match the registered bundle_digest {tagged[:16]}; refusing it")
+            raise ModelIntegrityError(
+                f"model version {mv.version}: downloaded bundle digest {digest[:16]} does not "
+                f"match the registered bundle_digest {tagged[:16]}; refusing it"
+            )
         target = cache / digest[:16]
         if not (target / "manifest.json").is_file():  # a partial earlier copy is replaced
             shutil.rmtree(target, ignore_errors=True)

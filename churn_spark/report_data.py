@@ -8,6 +8,7 @@ lets the page be rendered and tested from a :class:`ReportData` built by hand, w
 ``metrics.json`` keys added over time (``scored_by``, the gate's interval, ``tiers``, cross-fitted validation
 Brier) are read with ``.get`` through the small typed views below, so a report of an older run still renders.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,7 @@ from . import drift
 MODELS = ("deep", "lr_rfm", "gbt")
 TIERS = ("high", "medium", "low")
 HIST_BINS = 20
-TOP_COLUMNS = ["risk_rank", "user_id", "churn_probability", "raw_score", "risk_tier", "risk_percentile",
-               "top_reasons"]
+TOP_COLUMNS = ["risk_rank", "user_id", "churn_probability", "raw_score", "risk_tier", "risk_percentile", "top_reasons"]
 TIER_OUTCOME_COLUMNS = ["tier", "users", "churn_rate", "mean_probability"]
 
 
@@ -73,20 +73,28 @@ class Gate:
     def from_metrics(cls, metrics: Dict[str, Any]) -> "Gate":
         g = metrics.get("gate") or {}
         iv = g.get("interval")
-        interval = (float(iv[0]), float(iv[1])) if isinstance(iv, (list, tuple)) and len(iv) == 2 \
-            and all(is_number(x) for x in iv) else None
+        interval = (
+            (float(iv[0]), float(iv[1]))
+            if isinstance(iv, (list, tuple)) and len(iv) == 2 and all(is_number(x) for x in iv)
+            else None
+        )
         comparable = g.get("comparable")
         version = g.get("champion_version")
-        return cls(promoted=bool(g.get("promoted")), metric=g.get("metric"),
-                   margin=g.get("margin") if is_number(g.get("margin")) else None,
-                   candidate=g.get("candidate") if is_number(g.get("candidate")) else None,
-                   champion=g.get("champion") if is_number(g.get("champion")) else None,
-                   champion_version=None if version is None else str(version), reason=str(g.get("reason") or ""),
-                   comparable=None if comparable is None else bool(comparable), interval=interval,
-                   confidence=g.get("confidence") if is_number(g.get("confidence")) else None,
-                   champion_metrics=g.get("champion_metrics") or None,
-                   improvement=g.get("improvement") if is_number(g.get("improvement")) else None,
-                   rows=int(g["rows"]) if is_number(g.get("rows")) else None)
+        return cls(
+            promoted=bool(g.get("promoted")),
+            metric=g.get("metric"),
+            margin=g.get("margin") if is_number(g.get("margin")) else None,
+            candidate=g.get("candidate") if is_number(g.get("candidate")) else None,
+            champion=g.get("champion") if is_number(g.get("champion")) else None,
+            champion_version=None if version is None else str(version),
+            reason=str(g.get("reason") or ""),
+            comparable=None if comparable is None else bool(comparable),
+            interval=interval,
+            confidence=g.get("confidence") if is_number(g.get("confidence")) else None,
+            champion_metrics=g.get("champion_metrics") or None,
+            improvement=g.get("improvement") if is_number(g.get("improvement")) else None,
+            rows=int(g["rows"]) if is_number(g.get("rows")) else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,8 +157,10 @@ class ReportData:
         """Realised churn per risk tier on the labelled test snapshot (``metrics["tiers"]["test"]``), tier order."""
         test = (self.metrics.get("tiers") or {}).get("test") or {}
         order = [t for t in TIERS if t in test] + sorted(t for t in test if t not in TIERS)
-        return pd.DataFrame([(t, test[t].get("users"), test[t].get("churn_rate"), test[t].get("mean_probability"))
-                             for t in order], columns=TIER_OUTCOME_COLUMNS)
+        return pd.DataFrame(
+            [(t, test[t].get("users"), test[t].get("churn_rate"), test[t].get("mean_probability")) for t in order],
+            columns=TIER_OUTCOME_COLUMNS,
+        )
 
     @property
     def tier_outcome_mode(self) -> Optional[str]:
@@ -205,9 +215,17 @@ def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None)
         notes.append(f"{scores_file.name} not found: no ROC/PR/calibration/gains plots")
     mode = str(getattr(cfg.scoring, "tier_mode", "probability"))
     thresholds = getattr(cfg.scoring, "tier_shares", {}) if mode == "share" else cfg.scoring.tiers
-    data = ReportData(run_date=run_date, metrics=metrics, test_scores=test_scores, score_snapshot=run_date,
-                      tier_mode=mode, tier_thresholds=dict(thresholds),
-                      psi_threshold=float(cfg.report.psi_threshold), ingest_summary=ingest_summary, notes=notes)
+    data = ReportData(
+        run_date=run_date,
+        metrics=metrics,
+        test_scores=test_scores,
+        score_snapshot=run_date,
+        tier_mode=mode,
+        tier_thresholds=dict(thresholds),
+        psi_threshold=float(cfg.report.psi_threshold),
+        ingest_summary=ingest_summary,
+        notes=notes,
+    )
     _gather_risk(spark, cfg, data)
     _gather_drift(spark, cfg, data)
     _gather_quarantine(spark, cfg, data)
@@ -231,25 +249,33 @@ def _gather_risk(spark, cfg, data: ReportData) -> None:
         return
     risk = spark.read.format("delta").load(path)
     rows = risk.groupBy("snapshot_date", "risk_tier").agg(F.count(F.lit(1)).alias("n")).collect()
-    data.tier_counts = pd.DataFrame([(r["snapshot_date"], r["risk_tier"], int(r["n"])) for r in rows],
-                                    columns=["snapshot_date", "risk_tier", "n"])
+    data.tier_counts = pd.DataFrame(
+        [(r["snapshot_date"], r["risk_tier"], int(r["n"])) for r in rows], columns=["snapshot_date", "risk_tier", "n"]
+    )
     snap = risk.where(F.col("snapshot_date") == F.lit(data.score_snapshot))
     p = F.col("churn_probability")
-    hist = (snap.where(p.isNotNull())
-            .select(F.least(F.floor(p * HIST_BINS), F.lit(HIST_BINS - 1)).cast("int").alias("bin"))
-            .groupBy("bin").agg(F.count(F.lit(1)).alias("n")).collect())
+    hist = (
+        snap.where(p.isNotNull())
+        .select(F.least(F.floor(p * HIST_BINS), F.lit(HIST_BINS - 1)).cast("int").alias("bin"))
+        .groupBy("bin")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    )
     counts = {int(r["bin"]): int(r["n"]) for r in hist}
     data.histogram = pd.DataFrame({"bin": range(HIST_BINS), "n": [counts.get(i, 0) for i in range(HIST_BINS)]})
     columns = [c for c in TOP_COLUMNS if c in risk.columns]  # raw_score: only in tables written since it exists
     top = snap.orderBy("risk_rank", "user_id").limit(int(cfg.report.top_n)).select(*columns).collect()
-    data.top_users = pd.DataFrame([[list(r[c] or []) if c == "top_reasons" else r[c] for c in columns] for r in top],
-                                  columns=columns)
-    meta = snap.agg(F.count(F.lit(1)).alias("rows"),
-                    F.sort_array(F.collect_set("model_name")).alias("model_names"),
-                    F.sort_array(F.collect_set("model_version")).alias("model_versions"),
-                    F.sort_array(F.collect_set("run_id")).alias("run_ids"),
-                    F.max("scored_at").alias("scored_at"),
-                    F.max("feature_table_version").alias("feature_table_version")).first()
+    data.top_users = pd.DataFrame(
+        [[list(r[c] or []) if c == "top_reasons" else r[c] for c in columns] for r in top], columns=columns
+    )
+    meta = snap.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sort_array(F.collect_set("model_name")).alias("model_names"),
+        F.sort_array(F.collect_set("model_version")).alias("model_versions"),
+        F.sort_array(F.collect_set("run_id")).alias("run_ids"),
+        F.max("scored_at").alias("scored_at"),
+        F.max("feature_table_version").alias("feature_table_version"),
+    ).first()
     data.scoring = meta.asDict()
     if not meta["rows"]:
         data.notes.append(f"the risk table has no rows for the score snapshot {data.score_snapshot}")
@@ -277,8 +303,9 @@ def _gather_drift(spark, cfg, data: ReportData) -> None:
         data.notes.append(f"feature table version {version} not readable ({type(e).__name__}): used the latest")
         feats = spark.read.format("delta").load(path)
     try:
-        data.psi = drift.channel_psi(feats, train, data.score_snapshot, channels_for(list(cfg.sources)),
-                                     cfg.sequence.n_buckets)
+        data.psi = drift.channel_psi(
+            feats, train, data.score_snapshot, channels_for(list(cfg.sources)), cfg.sequence.n_buckets
+        )
     except drift.DriftSkipped as e:
         data.notes.append(str(e))
 
@@ -291,7 +318,14 @@ def _gather_quarantine(spark, cfg, data: ReportData) -> None:
         data.notes.append(f"quarantine table {path} does not exist: no quarantined rows recorded")
         return
     run_id = f"build-{data.run_date.isoformat()}"
-    rows = (spark.read.format("delta").load(path).where(F.col("run_id") == F.lit(run_id))
-            .groupBy("source", "reason").agg(F.count(F.lit(1)).alias("n")).collect())
-    data.quarantine = pd.DataFrame(sorted((r["source"], r["reason"], int(r["n"])) for r in rows),
-                                   columns=["source", "reason", "n"])
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col("run_id") == F.lit(run_id))
+        .groupBy("source", "reason")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
+    )
+    data.quarantine = pd.DataFrame(
+        sorted((r["source"], r["reason"], int(r["n"])) for r in rows), columns=["source", "reason", "n"]
+    )

@@ -5,6 +5,7 @@ the data gathering and the HTML. Every function takes plain pandas/python values
 :class:`~matplotlib.figure.Figure` with an Agg canvas: no pyplot state, no global backend switch, safe to call in a
 driver that also runs Spark. Curves are thinned to a few thousand points so the page stays small.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,14 @@ import pandas as pd
 
 DPI = 80
 MAX_CURVE_POINTS = 2000
-COLORS = {"deep": "#1f77b4", "lr_rfm": "#ff7f0e", "gbt": "#2ca02c",
-          "high": "#d62728", "medium": "#ff7f0e", "low": "#2ca02c"}
+COLORS = {
+    "deep": "#1f77b4",
+    "lr_rfm": "#ff7f0e",
+    "gbt": "#2ca02c",
+    "high": "#d62728",
+    "medium": "#ff7f0e",
+    "low": "#2ca02c",
+}
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,11 @@ def ranking_curves(y: np.ndarray, scores: Dict[str, np.ndarray]) -> List[Image]:
     ax_l.axhline(1, ls=":", color="grey", lw=1)
     ax_l.set(xlabel="share of users contacted (by score)", ylabel="lift", title="Lift")
     _finish(ax_roc, ax_pr, ax_g, ax_l)
-    return [_png(fig_roc, "ROC curves on the test snapshot"),
-            _png(fig_pr, "Precision-recall curves on the test snapshot"),
-            _png(fig_g, "Cumulative gains and lift on the test snapshot")]
+    return [
+        _png(fig_roc, "ROC curves on the test snapshot"),
+        _png(fig_pr, "Precision-recall curves on the test snapshot"),
+        _png(fig_g, "Cumulative gains and lift on the test snapshot"),
+    ]
 
 
 def reliability(y: np.ndarray, probabilities: Dict[str, np.ndarray], n_bins: int = 10) -> Image:
@@ -111,8 +120,13 @@ def reliability(y: np.ndarray, probabilities: Dict[str, np.ndarray], n_bins: int
     for (label, p), style in zip(probabilities.items(), ("o--", "s-", "^-", "v-")):
         observed, predicted = calibration_curve(y, np.clip(p, 0, 1), n_bins=n_bins, strategy="uniform")
         ax.plot(predicted, observed, style, ms=4, lw=1.3, label=label)
-    ax.set(xlabel="mean predicted probability", ylabel="observed churn rate",
-           title=f"Reliability (deep, {n_bins} bins)", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed churn rate",
+        title=f"Reliability (deep, {n_bins} bins)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     _finish(ax)
     return _png(fig, "Calibration of the deep model: raw vs calibrated")
 
@@ -127,8 +141,11 @@ def training(history: Dict[str, Sequence[float]], ranks: Sequence[dict]) -> Imag
     ax_h.set(xlabel="epoch", ylabel="loss", title="Training loss")
     _finish(ax_h, legend=bool(history))
     if ranks:
-        ax_r.bar([str(r.get("rank")) for r in ranks], [float(r.get("samples_per_s") or 0) for r in ranks],
-                 color=COLORS["deep"])
+        ax_r.bar(
+            [str(r.get("rank")) for r in ranks],
+            [float(r.get("samples_per_s") or 0) for r in ranks],
+            color=COLORS["deep"],
+        )
     ax_r.set(xlabel="Horovod rank", ylabel="samples/s", title="Throughput per rank")
     _finish(ax_r, legend=False, grid_axis="y")
     return _png(fig, "Training loss per epoch and samples/s per rank")
@@ -151,8 +168,14 @@ def tiers(snapshot, tier_users: Dict[str, int], wide: pd.DataFrame) -> Image:
 def histogram(snapshot, bins: pd.DataFrame, n_bins: int, cutoffs: Optional[Dict[str, float]] = None) -> Image:
     """Histogram of churn probabilities from precomputed bin counts; dashed lines at probability cut-offs."""
     fig, ax = _figure(5.6, 3.0)
-    ax.bar(bins["bin"].to_numpy(dtype=float) / n_bins, bins["n"].to_numpy(dtype=float), width=1 / n_bins,
-           align="edge", color=COLORS["deep"], edgecolor="white")
+    ax.bar(
+        bins["bin"].to_numpy(dtype=float) / n_bins,
+        bins["n"].to_numpy(dtype=float),
+        width=1 / n_bins,
+        align="edge",
+        color=COLORS["deep"],
+        edgecolor="white",
+    )
     for name, thr in sorted((cutoffs or {}).items(), key=lambda kv: kv[1]):
         ax.axvline(thr, ls="--", lw=1, color=COLORS.get(name, "grey"), label=f"{name} ≥ {thr:g}")
     ax.set(xlim=(0, 1), xlabel="churn probability", ylabel="users", title=f"Score distribution, snapshot {snapshot}")
@@ -164,8 +187,11 @@ def psi_bars(psi: pd.DataFrame, threshold: float) -> Image:
     """PSI per channel, bars above the threshold in red."""
     fig, ax = _figure(5.6, 0.6 + 0.28 * len(psi))
     vals = psi["psi"].astype(float).fillna(0).to_numpy()
-    ax.barh(list(psi["channel"].astype(str)), vals,
-            color=[COLORS["high"] if v > threshold else COLORS["deep"] for v in vals])
+    ax.barh(
+        list(psi["channel"].astype(str)),
+        vals,
+        color=[COLORS["high"] if v > threshold else COLORS["deep"] for v in vals],
+    )
     ax.axvline(threshold, ls="--", color="grey", lw=1)
     ax.invert_yaxis()
     ax.set(xlabel="PSI (score vs training snapshots)", title="Input drift per channel")

@@ -6,6 +6,7 @@ or stale; Delta's optimistic concurrency lets exactly one of two concurrent MERG
 heartbeat while it runs; a lock whose heartbeat is older than ``lock.stale_after_s`` (a crashed driver) is taken
 over. The loser fails at once with :class:`RunLocked` naming the owner (exit code 3: retry later).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,10 +57,19 @@ def acquire(spark, path: str, name: str, stale_after_s: float) -> str:
     table = _table(spark, path)
     takeable = F.col("t.released") | (F.col("t.heartbeat_at") < F.lit(now - stale_after_s))
     try:
-        (table.alias("t").merge(row.alias("s"), "t.name = s.name")
-         .whenMatchedUpdateAll(condition=takeable).whenNotMatchedInsertAll().execute())
-    except (dx.ConcurrentAppendException, dx.ConcurrentWriteException, dx.ConcurrentDeleteReadException,
-            dx.ConcurrentTransactionException) as e:
+        (
+            table.alias("t")
+            .merge(row.alias("s"), "t.name = s.name")
+            .whenMatchedUpdateAll(condition=takeable)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    except (
+        dx.ConcurrentAppendException,
+        dx.ConcurrentWriteException,
+        dx.ConcurrentDeleteReadException,
+        dx.ConcurrentTransactionException,
+    ) as e:
         raise RunLocked(_busy_message(_holder(spark, path, name), path, f"lost a concurrent race ({type(e).__name__})"))
     held = _holder(spark, path, name)
     if held is None or held["owner"] != owner:
@@ -72,15 +82,18 @@ def _busy_message(held, path: str, why: str) -> str:
     if held is None:
         return f"run lock in {path} {why}; retry later"
     age = time.time() - held["heartbeat_at"]
-    return (f"another run holds the lock '{held['name']}' ({why}): owner {held['owner'][:8]} on host {held['host']} "
-            f"pid {held['pid']}, last heartbeat {age:.0f}s ago; retry when it has finished (lock table {path})")
+    return (
+        f"another run holds the lock '{held['name']}' ({why}): owner {held['owner'][:8]} on host {held['host']} "
+        f"pid {held['pid']}, last heartbeat {age:.0f}s ago; retry when it has finished (lock table {path})"
+    )
 
 
 def heartbeat(spark, path: str, name: str, owner: str) -> None:
     from pyspark.sql import functions as F
 
-    _table(spark, path).update((F.col("name") == name) & (F.col("owner") == owner),
-                               {"heartbeat_at": F.lit(time.time())})
+    _table(spark, path).update(
+        (F.col("name") == name) & (F.col("owner") == owner), {"heartbeat_at": F.lit(time.time())}
+    )
 
 
 def release(spark, path: str, name: str, owner: str) -> None:

@@ -4,6 +4,7 @@ The write replaces exactly one ``snapshot_date`` partition in a single Delta com
 gives the same partition, other snapshots are never touched, and a crash leaves the previous version readable.
 Concurrent runs on different snapshots both land (Delta's optimistic concurrency conflicts are retried).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,14 +12,13 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Optional
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from . import registry
+from . import lifecycle, registry
 from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput
@@ -27,9 +27,22 @@ from .predict import score_frame, ship_model
 from .reasons import ReasonSettings
 from .tiers import tier_expr
 
-RISK_COLUMNS = ["user_id", "snapshot_date", "churn_probability", "raw_score", "risk_tier", "risk_rank",
-                "risk_percentile", "top_reasons", "model_name", "model_version", "scored_at", "feature_table_version",
-                "run_id"]
+RISK_COLUMNS = [
+    "user_id",
+    "snapshot_date",
+    "churn_probability",
+    "raw_score",
+    "risk_tier",
+    "risk_rank",
+    "risk_percentile",
+    "top_reasons",
+    "model_name",
+    "model_version",
+    "scored_at",
+    "feature_table_version",
+    "run_id",
+    *lifecycle.RISK_EXTRA,
+]
 MAX_BACKOFF_S = 30.0  # cap of the exponential backoff between retried Delta commits
 
 
@@ -45,6 +58,7 @@ class ScoreResult:
     table_version: int
     model_version: str
     seconds: float
+    actions: Optional[dict] = None  # churn_actions summary (None when not written)
 
     @property
     def users_per_s(self) -> float:
@@ -58,35 +72,73 @@ def latest_score_snapshot(features: DataFrame) -> dt.date:
     return row[0]
 
 
-def risk_rows(scored: DataFrame, scoring, model_name: str, model_version: str, features_version: int, run_id: str,
-              scored_at: dt.datetime) -> DataFrame:
+def risk_rows(
+    scored: DataFrame,
+    scoring,
+    model_name: str,
+    model_version: str,
+    features_version: int,
+    run_id: str,
+    scored_at: dt.datetime,
+    rule: lifecycle.LifecycleRule,
+    previous: Optional[DataFrame] = None,
+) -> DataFrame:
     """Risk table rows. Users are ranked by the model's raw score (calibration is monotone but makes plateaus);
-    equal raw scores share a rank and a tier, so nothing depends on row order or user ids."""
-    w = Window.partitionBy("snapshot_date").orderBy(F.desc("raw_probability"))
-    n = F.count(F.lit(1)).over(Window.partitionBy("snapshot_date"))
-    ranked = scored.withColumn("risk_rank", F.rank().over(w)).withColumn("_n", n)
-    share_above = (F.col("risk_rank") - 1) / F.col("_n")
-    return ranked.select(
-        "user_id", "snapshot_date", "churn_probability", F.col("raw_probability").alias("raw_score"),
-        tier_expr(scoring.tier_mode, scoring.tier_shares, scoring.tiers, share_above,
-                  F.col("churn_probability")).alias("risk_tier"),
-        "risk_rank",
-        F.round(1 - share_above, 6).alias("risk_percentile"),
+    equal raw scores share a rank and a tier, so nothing depends on row order or user ids.
+
+    Ranks, percentiles and tiers are computed among the savable users only (``scored`` carries the
+    :data:`lifecycle.FACTS`): lapsed users get tier ``lapsed``, no percentile, and ranks after every savable user
+    (by raw score among themselves). ``previous`` is :func:`lifecycle.previous_snapshot` (None: no earlier one).
+    """
+    savable = ~F.col("lc_lapsed")
+    group = Window.partitionBy("snapshot_date", "lc_lapsed")
+    n_savable = F.sum(savable.cast("int")).over(Window.partitionBy("snapshot_date"))
+    ranked = (
+        scored.withColumn("_r", F.rank().over(group.orderBy(F.desc("raw_probability"))))
+        .withColumn("_n", F.count(F.lit(1)).over(group))
+        .withColumn("_ns", n_savable)
+    )
+    share_above = (F.col("_r") - 1) / F.col("_n")
+    ranked = ranked.select(
+        "user_id",
+        "snapshot_date",
+        "churn_probability",
+        F.col("raw_probability").alias("raw_score"),
+        F.when(
+            savable,
+            tier_expr(scoring.tier_mode, scoring.tier_shares, scoring.tiers, share_above, F.col("churn_probability")),
+        )
+        .otherwise(F.lit(lifecycle.LAPSED))
+        .alias("risk_tier"),
+        F.when(savable, F.col("_r")).otherwise(F.col("_ns") + F.col("_r")).cast("int").alias("risk_rank"),
+        F.when(savable, F.round(1 - share_above, 6)).alias("risk_percentile"),
         F.coalesce("top_reasons", F.array().cast("array<string>")).alias("top_reasons"),
-        F.lit(model_name).alias("model_name"), F.lit(str(model_version)).alias("model_version"),
+        F.lit(model_name).alias("model_name"),
+        F.lit(str(model_version)).alias("model_version"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         F.lit(features_version).cast("long").alias("feature_table_version"),
         F.lit(run_id).alias("run_id"),
-    ).select(*RISK_COLUMNS)
+        *lifecycle.FACTS,
+    )
+    top = lifecycle.top_tier(scoring)
+    ranked = lifecycle.value_columns(ranked, rule, top)
+    return lifecycle.with_change(ranked, previous, top).select(*RISK_COLUMNS)
 
 
 def _conflicts() -> tuple:
     """delta-spark's typed concurrent-modification exceptions (raised to Python by its py4j converter)."""
     from delta import exceptions as dx  # importing it installs the converter
 
-    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
-            dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
-            dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
+    return (
+        dx.DeltaConcurrentModificationException,
+        dx.ConcurrentWriteException,
+        dx.MetadataChangedException,
+        dx.ProtocolChangedException,
+        dx.ConcurrentAppendException,
+        dx.ConcurrentDeleteReadException,
+        dx.ConcurrentDeleteDeleteException,
+        dx.ConcurrentTransactionException,
+    )
 
 
 def write_partition(df: DataFrame, path: str, snapshot: dt.date, retries: int, metadata: str = "") -> int:
@@ -104,34 +156,29 @@ def write_partition(df: DataFrame, path: str, snapshot: dt.date, retries: int, m
     meta = commit_metadata(write_id, **(json.loads(metadata) if metadata else {}))
     for attempt in range(retries + 1):
         try:
-            (df.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
-             .option("replaceWhere", f"snapshot_date = DATE'{snapshot.isoformat()}'")
-             .option("userMetadata", meta).save(path))
+            (
+                df.write.format("delta")
+                .mode("overwrite")
+                .partitionBy("snapshot_date")
+                .option("replaceWhere", f"snapshot_date = DATE'{snapshot.isoformat()}'")
+                .option("mergeSchema", "true")  # tables written before a column was added gain it (null in old rows)
+                .option("userMetadata", meta)
+                .save(path)
+            )
             break
         except _conflicts() as e:
             if attempt >= retries:
                 raise
-            wait = min(MAX_BACKOFF_S, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
-            LOG.warning("concurrent Delta commit on %s (%s, attempt %d), retrying in %.1fs", path,
-                        type(e).__name__, attempt + 1, wait)
+            wait = min(MAX_BACKOFF_S, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+            LOG.warning(
+                "concurrent Delta commit on %s (%s, attempt %d), retrying in %.1fs",
+                path,
+                type(e).__name__,
+                attempt + 1,
+                wait,
+            )
             time.sleep(wait)
     return write_version(df.sparkSession, path, write_id)
-
-
-def register_catalog(spark: SparkSession, cfg: Config) -> Optional[str]:
-    """``churn.churn_risk`` over the Delta path plus a ``churn_risk_latest`` view, for BI tools."""
-    name = cfg.scoring.catalog_table
-    if not name:
-        return None
-    db = name.split(".")[0] if "." in name else None
-    location = str(Path(cfg.risk_table_path).resolve()) if "://" not in cfg.risk_table_path else cfg.risk_table_path
-    if db:
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
-    view = f"{db + '.' if db else ''}churn_risk_latest"
-    spark.sql(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {name} "
-              f"WHERE snapshot_date = (SELECT max(snapshot_date) FROM {name})")
-    return name
 
 
 def check_model_fits(spark: SparkSession, cfg: Config, model_dir: str, version: str, features_version: int) -> None:
@@ -143,15 +190,24 @@ def check_model_fits(spark: SparkSession, cfg: Config, model_dir: str, version: 
     table = table_contract(spark, cfg.features_path, features_version) or cfg.feature_contract
     diffs = contract_differences(bundle_contract(model_dir), table)
     if diffs:
-        raise ScoringError(f"model version {version} was trained on other features than the feature table "
-                           f"{cfg.features_path} (version {features_version}) holds: {'; '.join(diffs)}. Train a "
-                           f"model on the current features (churn-spark train) or rebuild them with the model's "
-                           f"settings")
+        raise ScoringError(
+            f"model version {version} was trained on other features than the feature table "
+            f"{cfg.features_path} (version {features_version}) holds: {'; '.join(diffs)}. Train a "
+            f"model on the current features (churn-spark train) or rebuild them with the model's "
+            f"settings"
+        )
 
 
-def score(spark: SparkSession, cfg: Config, snapshot: Optional[dt.date] = None, model_version: Optional[str] = None,
-          run_id: Optional[str] = None) -> ScoreResult:
-    """Score every eligible user of a snapshot and write the risk partition (nothing is written on failure)."""
+def score(
+    spark: SparkSession,
+    cfg: Config,
+    snapshot: Optional[dt.date] = None,
+    model_version: Optional[str] = None,
+    run_id: Optional[str] = None,
+    write_actions: bool = True,
+) -> ScoreResult:
+    """Score every eligible user of a snapshot and write the risk partition (nothing is written on failure), then
+    (``write_actions`` and ``actions.enabled``) that snapshot's ``churn_actions`` list."""
     run_id = run_id or uuid.uuid4().hex[:12]
     model_dir, version = registry.download_version(cfg, model_version)  # verifies checksums before anything else
     fv = latest_version(spark, cfg.features_path)
@@ -160,38 +216,72 @@ def score(spark: SparkSession, cfg: Config, snapshot: Optional[dt.date] = None, 
     snapshot = snapshot or latest_score_snapshot(features)
     rows = features.where(F.col("snapshot_date") == F.lit(snapshot))
     if rows.limit(1).count() == 0:
-        raise ScoringError(f"the feature table {cfg.features_path} (version {fv}) has no feature rows for snapshot "
-                           f"{snapshot}: run build_sequences for it first")
+        raise ScoringError(
+            f"the feature table {cfg.features_path} (version {fv}) has no feature rows for snapshot "
+            f"{snapshot}: run build_sequences for it first"
+        )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.scoring.batch_size))
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
     t0 = time.time()
+    rule = lifecycle.LifecycleRule.from_config(cfg)
     with step("score", snapshot=snapshot, model_version=version) as info:
-        scored = score_frame(rows, ref, ["user_id", "snapshot_date"],
-                             reasons=ReasonSettings.from_config(cfg.scoring) if cfg.scoring.reasons else None)
+        scored = score_frame(
+            lifecycle.with_facts(rows, rule),
+            ref,
+            ["user_id", "snapshot_date", *lifecycle.FACTS],
+            reasons=ReasonSettings.from_config(cfg.scoring) if cfg.scoring.reasons else None,
+        )
         if not cfg.scoring.reasons:
             scored = scored.withColumn("top_reasons", F.lit(None).cast("array<string>"))
-        out = risk_rows(scored, cfg.scoring, cfg.registry.model_name, version, fv, run_id,
-                        dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
+        out = risk_rows(
+            scored,
+            cfg.scoring,
+            cfg.registry.model_name,
+            version,
+            fv,
+            run_id,
+            dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0),
+            rule,
+            lifecycle.previous_snapshot(spark, cfg.risk_table_path, snapshot),
+        )
         out = out.persist(StorageLevel.MEMORY_AND_DISK)  # a retried commit must not re-run the model
         meta = json.dumps({"run_id": run_id, "model_version": version, "feature_table_version": fv})
         try:
             table_version = write_partition(out, cfg.risk_table_path, snapshot, cfg.scoring.max_retries, meta)
         finally:
             out.unpersist()
-        written = spark.read.format("delta").option("versionAsOf", table_version).load(cfg.risk_table_path) \
+        written = (
+            spark.read.format("delta")
+            .option("versionAsOf", table_version)
+            .load(cfg.risk_table_path)
             .where(F.col("snapshot_date") == F.lit(snapshot))
+        )
         tiers = {r["risk_tier"]: r["n"] for r in written.groupBy("risk_tier").agg(F.count("*").alias("n")).collect()}
         users = sum(tiers.values())
         q = written.approxQuantile("churn_probability", [0.1, 0.5, 0.9, 0.99], 0.001) if users else []
-        info.update(users=users, tiers=tiers, table_version=table_version,
-                    quantiles=[round(x, 4) for x in q])
-    seconds = time.time() - t0
-    try:
-        register_catalog(spark, cfg)
-    except Exception as e:  # e.g. the embedded Derby metastore is held by a concurrent run: data is already safe
-        LOG.warning("catalog registration of %s skipped (%s); the Delta table is written and the next run "
-                    "registers it", cfg.scoring.catalog_table, str(e).splitlines()[0][:200])
-    LOG.info("scored %d users in %.1fs (%.0f users/s) into %s version %d", users, seconds,
-             users / max(seconds, 1e-9), cfg.risk_table_path, table_version)
-    return ScoreResult(snapshot=snapshot, users=users, tiers=tiers, table_version=table_version,
-                       model_version=version, seconds=seconds)
+        info.update(users=users, tiers=tiers, table_version=table_version, quantiles=[round(x, 4) for x in q])
+    seconds = time.time() - t0  # no catalog write: `churn-spark sql-server` owns the catalog (bi_catalog.py)
+    actions = None
+    if write_actions and cfg.actions.enabled:
+        from .actions import write_actions as write_action_list
+
+        with step("actions", snapshot=snapshot) as info:
+            actions = write_action_list(spark, cfg, snapshot, table_version, run_id)
+            info.update(**actions)
+    LOG.info(
+        "scored %d users in %.1fs (%.0f users/s) into %s version %d",
+        users,
+        seconds,
+        users / max(seconds, 1e-9),
+        cfg.risk_table_path,
+        table_version,
+    )
+    return ScoreResult(
+        snapshot=snapshot,
+        users=users,
+        tiers=tiers,
+        table_version=table_version,
+        model_version=version,
+        seconds=seconds,
+        actions=actions,
+    )

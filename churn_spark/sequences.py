@@ -5,6 +5,7 @@ broadcast-joined onto them; rows are aggregated per (user, snapshot, bucket) and
 aggregations reuse the ``user_id`` partitioning, so the whole build costs one shuffle of the activity plus the
 users join. Bucket ``-1`` collects older history (lifetime statistics), ``-2`` the label horizon after S.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,12 +14,30 @@ from typing import Dict, List, Optional, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .feature_spec import (CATEGORICAL_STATIC, EVENT_CHANNEL, NUMERIC_STATIC, RETURN_STATUSES, channels_for,
-                           normalise_statuses, snapshot_plan)
+from .feature_spec import (
+    CATEGORICAL_STATIC,
+    EVENT_CHANNEL,
+    NUMERIC_STATIC,
+    RETURN_STATUSES,
+    channels_for,
+    normalise_statuses,
+    snapshot_plan,
+)
 from .lake import utc_day
 
-_DAILY_SUMS = ["orders", "spend", "items", "returns", "views", "carts", "favourites", "searches", "reviews",
-               "rating_sum", "any_order"]
+_DAILY_SUMS = [
+    "orders",
+    "spend",
+    "items",
+    "returns",
+    "views",
+    "carts",
+    "favourites",
+    "searches",
+    "reviews",
+    "rating_sum",
+    "any_order",
+]
 
 
 def _activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str]) -> DataFrame:
@@ -28,10 +47,23 @@ def _activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str]) -> D
     parts = []
     o = tables["orders"]
     purchase = ~F.coalesce(F.col("status"), F.lit("")).isin(*normalise_statuses(return_statuses))
-    parts.append(o.select("user_id", day, *[v.alias(k) for k, v in {
-        **zero, "orders": purchase.cast("double"), "spend": F.when(purchase, F.col("amount")).otherwise(0.0),
-        "items": F.when(purchase, F.col("n_items")).otherwise(0.0), "returns": (~purchase).cast("double"),
-        "any_order": F.lit(1.0)}.items()]))
+    parts.append(
+        o.select(
+            "user_id",
+            day,
+            *[
+                v.alias(k)
+                for k, v in {
+                    **zero,
+                    "orders": purchase.cast("double"),
+                    "spend": F.when(purchase, F.col("amount")).otherwise(0.0),
+                    "items": F.when(purchase, F.col("n_items")).otherwise(0.0),
+                    "returns": (~purchase).cast("double"),
+                    "any_order": F.lit(1.0),
+                }.items()
+            ],
+        )
+    )
     if "events" in tables:
         e = tables["events"]
         vals = {**zero, **{ch: (F.col("event_type") == et).cast("double") for et, ch in EVENT_CHANNEL.items()}}
@@ -48,8 +80,12 @@ def _activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str]) -> D
 
 def daily_activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str] = RETURN_STATUSES) -> DataFrame:
     """(user_id, day) -> channel sums; partitioned by user_id so later groupings need no further shuffle."""
-    return (_activity(tables, return_statuses).repartition("user_id")
-            .groupBy("user_id", "day").agg(*[F.sum(c).alias(c) for c in _DAILY_SUMS]))
+    return (
+        _activity(tables, return_statuses)
+        .repartition("user_id")
+        .groupBy("user_id", "day")
+        .agg(*[F.sum(c).alias(c) for c in _DAILY_SUMS])
+    )
 
 
 def snapshots_frame(spark: SparkSession, plan: Dict[dt.date, str], horizon_days: int, as_of: dt.date) -> DataFrame:
@@ -57,9 +93,19 @@ def snapshots_frame(spark: SparkSession, plan: Dict[dt.date, str], horizon_days:
     return spark.createDataFrame(rows, "snapshot_date date, split string, labelled boolean")
 
 
-def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict[dt.date, str], *, n_buckets: int,
-                   bucket_days: int, lookback_days: int, horizon_days: int, as_of: dt.date,
-                   churn_definition: str = "no_order", return_statuses: Sequence[str] = RETURN_STATUSES) -> DataFrame:
+def build_features(
+    spark: SparkSession,
+    tables: Dict[str, DataFrame],
+    plan: Dict[dt.date, str],
+    *,
+    n_buckets: int,
+    bucket_days: int,
+    lookback_days: int,
+    horizon_days: int,
+    as_of: dt.date,
+    churn_definition: str = "no_order",
+    return_statuses: Sequence[str] = RETURN_STATUSES,
+) -> DataFrame:
     """Feature rows for every eligible (user, snapshot) of ``plan``; see ``feature_spec`` for the contract.
 
     ``return_statuses`` are the order statuses counted as returns (``validation.return_statuses``); any other
@@ -70,10 +116,14 @@ def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict
     snaps = snapshots_frame(spark, plan, horizon_days, as_of)
     day, S = F.col("day"), F.col("snapshot_date")
     k = F.datediff(S, day)
-    joined = (daily_activity(tables, return_statuses).join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
-              .withColumn("bucket", F.when(k <= 0, F.lit(-2))
-                          .when(k <= T * B, T - 1 - F.floor((k - 1) / B))
-                          .otherwise(F.lit(-1)).cast("int")))
+    joined = (
+        daily_activity(tables, return_statuses)
+        .join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
+        .withColumn(
+            "bucket",
+            F.when(k <= 0, F.lit(-2)).when(k <= T * B, T - 1 - F.floor((k - 1) / B)).otherwise(F.lit(-1)).cast("int"),
+        )
+    )
     # level 1: (user, snapshot, bucket)
     in_lookback = (k >= 1) & (k <= lookback_days)
     lvl1 = joined.groupBy("user_id", "snapshot_date", "split", "labelled", "bucket").agg(
@@ -86,27 +136,38 @@ def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict
     )
     channel_expr = {ch: F.col(ch) for ch in channels}
     if "rating_mean" in channel_expr:
-        channel_expr["rating_mean"] = F.when(F.col("reviews") > 0, F.col("rating_sum") / F.col("reviews")).otherwise(0.0)
+        channel_expr["rating_mean"] = F.when(F.col("reviews") > 0, F.col("rating_sum") / F.col("reviews")).otherwise(
+            0.0
+        )
     vec = F.array(*[channel_expr[ch].cast("double") for ch in channels])
     past = F.col("bucket") >= -1
     future = F.col("bucket") == -2
-    lvl2 = lvl1.groupBy("user_id", "snapshot_date", "split", "labelled").agg(
-        F.map_from_entries(F.collect_list(F.when(F.col("bucket") >= 0, F.struct("bucket", vec)))).alias("_m"),
-        F.max(F.when(past, F.col("eligible"))).alias("_eligible"),
-        F.sum(F.when(past, F.col("orders"))).alias("lifetime_orders"),
-        F.sum(F.when(past, F.col("spend"))).alias("lifetime_spend"),
-        F.max(F.when(past, F.col("last_purchase_day"))).alias("_last_purchase"),
-        F.max(F.when(past, F.col("last_active_day"))).alias("_last_active"),
-        F.min(F.when(past, F.col("first_order_day"))).alias("_first_order"),
-        F.sum(F.when(future, F.col("orders"))).alias("_future_orders"),
-        F.sum(F.when(future, F.col("active_days"))).alias("_future_active"),
-    ).where(F.col("_eligible") == 1)
+    lvl2 = (
+        lvl1.groupBy("user_id", "snapshot_date", "split", "labelled")
+        .agg(
+            F.map_from_entries(F.collect_list(F.when(F.col("bucket") >= 0, F.struct("bucket", vec)))).alias("_m"),
+            F.max(F.when(past, F.col("eligible"))).alias("_eligible"),
+            F.sum(F.when(past, F.col("orders"))).alias("lifetime_orders"),
+            F.sum(F.when(past, F.col("spend"))).alias("lifetime_spend"),
+            F.max(F.when(past, F.col("last_purchase_day"))).alias("_last_purchase"),
+            F.max(F.when(past, F.col("last_active_day"))).alias("_last_active"),
+            F.min(F.when(past, F.col("first_order_day"))).alias("_first_order"),
+            F.sum(F.when(future, F.col("orders"))).alias("_future_orders"),
+            F.sum(F.when(future, F.col("active_days"))).alias("_future_active"),
+        )
+        .where(F.col("_eligible") == 1)
+    )
     zeros = F.array_repeat(F.lit(0.0), len(channels))
     sequence = F.flatten(F.transform(F.sequence(F.lit(0), F.lit(T - 1)), lambda i: F.coalesce(F.col("_m")[i], zeros)))
-    churned = (F.coalesce(F.col("_future_orders"), F.lit(0.0)) == 0) if churn_definition == "no_order" else \
-        (F.coalesce(F.col("_future_active"), F.lit(0)) == 0)
+    churned = (
+        (F.coalesce(F.col("_future_orders"), F.lit(0.0)) == 0)
+        if churn_definition == "no_order"
+        else (F.coalesce(F.col("_future_active"), F.lit(0)) == 0)
+    )
     out = lvl2.select(
-        "user_id", "snapshot_date", "split",
+        "user_id",
+        "snapshot_date",
+        "split",
         F.when(F.col("labelled"), churned.cast("double")).alias("label"),
         sequence.alias("sequence"),
         F.datediff(S, "_first_order").cast("double").alias("_tenure_orders"),
@@ -114,8 +175,10 @@ def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict
         F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
         F.coalesce("lifetime_orders", F.lit(0.0)).alias("lifetime_orders"),
         F.coalesce("lifetime_spend", F.lit(0.0)).alias("lifetime_spend"),
-    ).withColumn("mean_order_value", F.when(F.col("lifetime_orders") > 0,
-                                            F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0))
+    ).withColumn(
+        "mean_order_value",
+        F.when(F.col("lifetime_orders") > 0, F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0),
+    )
     out = _with_users(out, tables.get("users"))
     return out.select("user_id", "snapshot_date", "split", "label", "sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC)
 
@@ -123,15 +186,25 @@ def build_features(spark: SparkSession, tables: Dict[str, DataFrame], plan: Dict
 def _with_users(features: DataFrame, users: DataFrame | None) -> DataFrame:
     """Static user attributes; tenure from signup when known, else from the first order."""
     if users is None:
-        return features.withColumn("tenure_days", F.col("_tenure_orders")) \
-            .withColumn("country", F.lit("unknown")).withColumn("channel", F.lit("unknown")).drop("_tenure_orders")
+        return (
+            features.withColumn("tenure_days", F.col("_tenure_orders"))
+            .withColumn("country", F.lit("unknown"))
+            .withColumn("channel", F.lit("unknown"))
+            .drop("_tenure_orders")
+        )
     u = users.select("user_id", utc_day(F.col("ts")).alias("_signup"), "country", "channel").dropDuplicates(["user_id"])
     j = features.join(u, "user_id", "left")
-    return j.select(
-        "*",
-        F.coalesce(F.datediff("snapshot_date", "_signup").cast("double"), F.col("_tenure_orders")).alias("tenure_days"),
-    ).drop("_signup", "_tenure_orders").withColumn("country", F.coalesce("country", F.lit("unknown"))) \
+    return (
+        j.select(
+            "*",
+            F.coalesce(F.datediff("snapshot_date", "_signup").cast("double"), F.col("_tenure_orders")).alias(
+                "tenure_days"
+            ),
+        )
+        .drop("_signup", "_tenure_orders")
+        .withColumn("country", F.coalesce("country", F.lit("unknown")))
         .withColumn("channel", F.coalesce("channel", F.lit("unknown")))
+    )
 
 
 def plan_for(cfg, run_date: dt.date) -> Dict[dt.date, str]:
@@ -140,15 +213,23 @@ def plan_for(cfg, run_date: dt.date) -> Dict[dt.date, str]:
 
 
 def build_from_config(spark: SparkSession, cfg, tables: Dict[str, DataFrame], run_date: dt.date) -> DataFrame:
-    return build_features(spark, tables, plan_for(cfg, run_date), n_buckets=cfg.sequence.n_buckets,
-                          bucket_days=cfg.sequence.bucket_days, lookback_days=cfg.lookback_days,
-                          horizon_days=cfg.snapshots.horizon_days, as_of=run_date,
-                          churn_definition=cfg.snapshots.churn_definition,
-                          return_statuses=cfg.validation.return_statuses)
+    return build_features(
+        spark,
+        tables,
+        plan_for(cfg, run_date),
+        n_buckets=cfg.sequence.n_buckets,
+        bucket_days=cfg.sequence.bucket_days,
+        lookback_days=cfg.lookback_days,
+        horizon_days=cfg.snapshots.horizon_days,
+        as_of=run_date,
+        churn_definition=cfg.snapshots.churn_definition,
+        return_statuses=cfg.validation.return_statuses,
+    )
 
 
-def write_features(features: DataFrame, path: str, snapshots: List[dt.date], lineage: dict,
-                   contract: Optional[dict] = None) -> int:
+def write_features(
+    features: DataFrame, path: str, snapshots: List[dt.date], lineage: dict, contract: Optional[dict] = None
+) -> int:
     """Replace exactly the given snapshot partitions in one Delta commit; returns the version of that commit.
 
     The commit's metadata records the input versions and the feature contract (channels, buckets, statics), which
@@ -158,10 +239,14 @@ def write_features(features: DataFrame, path: str, snapshots: List[dt.date], lin
 
     dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(snapshots))
     write_id = new_write_id()
-    (features.write.format("delta").mode("overwrite").partitionBy("snapshot_date")
-     .option("replaceWhere", f"snapshot_date IN ({dates})")
-     .option("userMetadata", commit_metadata(write_id, inputs=lineage, contract=contract))
-     .save(path))
+    (
+        features.write.format("delta")
+        .mode("overwrite")
+        .partitionBy("snapshot_date")
+        .option("replaceWhere", f"snapshot_date IN ({dates})")
+        .option("userMetadata", commit_metadata(write_id, inputs=lineage, contract=contract))
+        .save(path)
+    )
     return write_version(features.sparkSession, path, write_id)
 
 

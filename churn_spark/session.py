@@ -4,11 +4,14 @@ Precedence (highest first): what spark-submit / an existing SparkConf already se
 YAML config, then the local defaults here. In local mode the driver binds to 127.0.0.1 and Python workers use the
 interpreter running this code, so the venv's packages are what executors see.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from .config import Config
 
@@ -49,14 +52,17 @@ def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
     }
     if local:
         wanted["spark.sql.warehouse.dir"] = str(work / "warehouse")
-        wanted["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={work / 'metastore'}"
+        wanted["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={work / 'metastore'}" + (
+            f" -Dlog4j2.configurationFile=file:{log4j_file()}" if log4j_file().is_file() else ""
+        )
         if cfg.spark.bind_localhost:
             wanted["spark.driver.host"] = "127.0.0.1"
             wanted["spark.driver.bindAddress"] = "127.0.0.1"
         if cfg.spark.enable_hive:
             wanted["spark.sql.catalogImplementation"] = "hive"
             wanted["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-                f"jdbc:derby:;databaseName={work / 'metastore' / 'metastore_db'};create=true")
+                f"jdbc:derby:;databaseName={work / 'metastore' / 'metastore_db'};create=true"
+            )
     wanted.update(cfg.spark.conf)
     return local, {k: v for k, v in wanted.items() if k not in submitted}
 
@@ -82,22 +88,73 @@ def build_session(cfg: Config, app_name: str | None = None):
     try:
         if not has_delta_jars:
             builder = configure_spark_with_delta_pip(builder)
-        spark = builder.getOrCreate()
+        with _jvm_stdout_to_stderr():
+            spark = builder.getOrCreate()
     except Exception as e:  # an Ivy resolution failure kills the JVM before it reports its port
         if not has_delta_jars and "gateway process exited" in str(e):
-            raise DeltaUnavailable(f"Spark failed to start, most likely while resolving the Delta packages (the "
-                                   f"launcher's output above says which). {DELTA_HELP}\nCause: {e}") from e
+            raise DeltaUnavailable(
+                f"Spark failed to start, most likely while resolving the Delta packages (the "
+                f"launcher's output above says which). {DELTA_HELP}\nCause: {e}"
+            ) from e
         raise
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    quiet_loggers(spark)
     _check_delta(spark)
     return spark
+
+
+@contextlib.contextmanager
+def _jvm_stdout_to_stderr() -> Iterator[None]:
+    """The JVM launched here inherits this process's stdout, so Ivy's ":: loading settings ::" line and anything the
+    JVM prints would land in the JSON summary on stdout. Launch it with its stdout on our stderr."""
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:  # the JVM already runs
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def log4j_file() -> Path:
+    """conf/log4j2.properties next to the default.yaml in use (the repo, or $CHURN_SPARK_CONF_DIR)."""
+    from .config import default_file
+
+    return default_file().parent / "log4j2.properties"
+
+
+def quiet_loggers(spark) -> None:
+    """Apply the logger levels of conf/log4j2.properties to a running JVM: under spark-submit the driver JVM started
+    before this code ran, so the -Dlog4j2.configurationFile of local mode never reached it."""
+    path = log4j_file()
+    if not path.is_file():
+        return
+    props = dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    props = {k.strip(): v.strip() for k, v in props.items()}
+    jvm = spark._jvm
+    for key, name in props.items():
+        if key.startswith("logger.") and key.endswith(".name") and f"{key[:-5]}.level" in props:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+                name, jvm.org.apache.logging.log4j.Level.toLevel(props[f"{key[:-5]}.level"].upper())
+            )
 
 
 def _check_delta(spark) -> None:
     from py4j.protocol import Py4JJavaError
 
     try:
-        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True,
-                                            spark._jvm.Thread.currentThread().getContextClassLoader())
+        spark._jvm.java.lang.Class.forName(
+            "io.delta.tables.DeltaTable", True, spark._jvm.Thread.currentThread().getContextClassLoader()
+        )
     except Py4JJavaError as e:  # ClassNotFoundException: the jars are not on the classpath
         raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e

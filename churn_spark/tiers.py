@@ -5,6 +5,7 @@ is above 0.5 and the ``high`` tier is useless for a campaign. Share tiers take t
 raw score, then the next ``medium`` share, and so on, whatever the base rate. Users with equal scores always share
 a tier (a tier never depends on row order): a user's position is the share of users scored strictly higher.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -35,8 +36,9 @@ def share_above(scores: np.ndarray) -> np.ndarray:
     return higher / len(s)
 
 
-def assign_tiers(mode: str, raw_score: np.ndarray, probability: np.ndarray, shares: Dict[str, float],
-                 cutoffs: Dict[str, float]) -> np.ndarray:
+def assign_tiers(
+    mode: str, raw_score: np.ndarray, probability: np.ndarray, shares: Dict[str, float], cutoffs: Dict[str, float]
+) -> np.ndarray:
     """Tier names for one snapshot's users (numpy; the Spark version is :func:`tier_expr`)."""
     n = len(raw_score)
     out = np.full(n, LOWEST, dtype=object)
@@ -70,6 +72,9 @@ def realised_by_tier(tiers: np.ndarray, labels: np.ndarray, probability: np.ndar
     out = {}
     for name in sorted(set(tiers.tolist())):
         m = tiers == name
-        out[name] = {"users": int(m.sum()), "churn_rate": float(np.mean(labels[m])),
-                     "mean_probability": float(np.mean(probability[m]))}
+        out[name] = {
+            "users": int(m.sum()),
+            "churn_rate": float(np.mean(labels[m])),
+            "mean_probability": float(np.mean(probability[m])),
+        }
     return out

@@ -5,6 +5,7 @@ test snapshot (the latest labelled one, never seen in training; the snapshot pla
 disjoint). Every model — deep and baselines — is calibrated on validation and measured on the same test rows; the
 champion is re-scored on those rows too before the gate decides (``gate``). Too little labelled data is a refusal.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -66,8 +67,17 @@ class TrainResult:
 
 
 # training settings that do not change the network's weights (a checkpoint stays valid when only these change)
-_NOT_WEIGHTS = {"timeout_s", "gbt_max_iter", "gbt_max_depth", "calibration", "max_eval_rows", "min_users_per_split",
-                "min_positives_per_split", "min_negatives_per_split", "calibration_folds"}
+_NOT_WEIGHTS = {
+    "timeout_s",
+    "gbt_max_iter",
+    "gbt_max_depth",
+    "calibration",
+    "max_eval_rows",
+    "min_users_per_split",
+    "min_positives_per_split",
+    "min_negatives_per_split",
+    "calibration_folds",
+}
 
 
 def weights_key(training: dict) -> str:
@@ -82,15 +92,19 @@ def check_enough_data(counts: Dict[str, dict], t) -> None:
     for split in SPLITS:
         c = counts.get(split, {"users": 0, "positives": 0})
         neg = c["users"] - c["positives"]
-        for what, have, need, key in (("labelled users", c["users"], t.min_users_per_split, "min_users_per_split"),
-                                      ("churners", c["positives"], t.min_positives_per_split,
-                                       "min_positives_per_split"),
-                                      ("non-churners", neg, t.min_negatives_per_split, "min_negatives_per_split")):
+        for what, have, need, key in (
+            ("labelled users", c["users"], t.min_users_per_split, "min_users_per_split"),
+            ("churners", c["positives"], t.min_positives_per_split, "min_positives_per_split"),
+            ("non-churners", neg, t.min_negatives_per_split, "min_negatives_per_split"),
+        ):
             if have < need:
                 problems.append(f"{split} has {have} {what} < training.{key}={need}")
     if problems:
-        raise NotEnoughData("too little labelled data to train and evaluate a model: " + "; ".join(problems)
-                            + " (a longer history, a shorter horizon or smaller minimums in the config)")
+        raise NotEnoughData(
+            "too little labelled data to train and evaluate a model: "
+            + "; ".join(problems)
+            + " (a longer history, a shorter horizon or smaller minimums in the config)"
+        )
 
 
 def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: int) -> Dict[str, DataFrame]:
@@ -102,8 +116,10 @@ def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: in
     found = {r["snapshot_date"]: r["n"] for r in df.groupBy("snapshot_date").agg(F.count("*").alias("n")).collect()}
     missing = sorted(set(plan) - set(found))
     if missing:
-        raise NotEnoughData(f"feature table {cfg.features_path} (version {version}) has no rows for snapshots "
-                            f"{[d.isoformat() for d in missing]}: run build_sequences for {run_date} first")
+        raise NotEnoughData(
+            f"feature table {cfg.features_path} (version {version}) has no rows for snapshots "
+            f"{[d.isoformat() for d in missing]}: run build_sequences for {run_date} first"
+        )
     return {s: df.where(F.col("split") == s) for s in SPLITS}
 
 
@@ -138,15 +154,26 @@ def run_horovod(spark: SparkSession, args: dict, num_proc: int, timeout_s: int) 
     timer.daemon = True
     timer.start()
     try:
-        results = horovod.spark.run(rank_main, args=(args,), num_proc=num_proc, use_gloo=True, env=env,
-                                    start_timeout=min(timeout_s, START_TIMEOUT_CAP_S), verbose=0)
+        results = horovod.spark.run(
+            rank_main,
+            args=(args,),
+            num_proc=num_proc,
+            use_gloo=True,
+            env=env,
+            start_timeout=min(timeout_s, START_TIMEOUT_CAP_S),
+            verbose=0,
+        )
     except Exception as e:
         if timed_out.is_set():
-            raise RanksFailed(f"Horovod training did not finish within training.timeout_s={timeout_s}s "
-                                f"(a rank or worker was lost?); rerun to resume from the rank-0 checkpoint") from e
+            raise RanksFailed(
+                f"Horovod training did not finish within training.timeout_s={timeout_s}s "
+                f"(a rank or worker was lost?); rerun to resume from the rank-0 checkpoint"
+            ) from e
         rank_errors = {p.stem: p.read_text().strip().splitlines()[-1] for p in sorted(err_dir.glob("rank-*.txt"))}
-        raise RanksFailed(f"Horovod training failed on {num_proc} ranks: {rank_errors or str(e).splitlines()[0]}; "
-                            f"rerun to resume from the rank-0 checkpoint (tracebacks in {err_dir})") from e
+        raise RanksFailed(
+            f"Horovod training failed on {num_proc} ranks: {rank_errors or str(e).splitlines()[0]}; "
+            f"rerun to resume from the rank-0 checkpoint (tracebacks in {err_dir})"
+        ) from e
     finally:
         timer.cancel()
     return sorted(results, key=lambda r: r["rank"])
@@ -167,17 +194,26 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         splits = load_splits(spark, cfg, run_date, version)
         for df in splits.values():  # read by statistics, export, three models' scoring and the baselines' iterations
             df.persist(StorageLevel.MEMORY_AND_DISK)
-        counts = {s: {"users": int(r["users"]), "positives": int(r["positives"] or 0)} for s, r in (
-            (s, splits[s].agg(F.count("*").alias("users"), F.sum("label").alias("positives")).first())
-            for s in SPLITS)}
+        counts = {
+            s: {"users": int(r["users"]), "positives": int(r["positives"] or 0)}
+            for s, r in (
+                (s, splits[s].agg(F.count("*").alias("users"), F.sum("label").alias("positives")).first())
+                for s in SPLITS
+            )
+        }
         info.update(counts=counts)
         check_enough_data(counts, t)
-        stats = compute_stats(splits["train"], channels, T, cfg.sequence.bucket_days, cfg.sequence.recent_days,
-                              t.input_clip)
+        stats = compute_stats(
+            splits["train"], channels, T, cfg.sequence.bucket_days, cfg.sequence.recent_days, t.input_clip
+        )
         pos_rate = counts["train"]["positives"] / counts["train"]["users"]
         staging = cfg.path("staging", key)
-        files = {s: export_split(splits[s], f"{staging}/{s}", max(t.num_proc * (TRAIN_FILES_PER_RANK if s == "train" else 1), 2))
-                 for s in ("train", "validation")}
+        files = {
+            s: export_split(
+                splits[s], f"{staging}/{s}", max(t.num_proc * (TRAIN_FILES_PER_RANK if s == "train" else 1), 2)
+            )
+            for s in ("train", "validation")
+        }
         from .distributed import assign_shards, shard_rows
 
         shards = {s: assign_shards(files[s], t.num_proc) for s in files}
@@ -188,37 +224,66 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
     pos_weight = (1 - pos_rate) / max(pos_rate, 1e-6) if t.class_weight else 1.0
     model_dir = cfg.path("models", "runs", key)
     args = {
-        "training": t.model_dump(), "stats": stats.to_json(), "pos_weight": float(pos_weight),
-        "train_files": shards["train"], "val_files": shards["validation"],
+        "training": t.model_dump(),
+        "stats": stats.to_json(),
+        "pos_weight": float(pos_weight),
+        "train_files": shards["train"],
+        "val_files": shards["validation"],
         "steps_per_epoch": max(1, min(rows["train"]) // t.batch_size),
         "validation_steps": max(1, min(rows["validation"]) // t.batch_size),
         "checkpoint_dir": str(Path(cfg.path("checkpoints", f"{key}-w{weights_key(t.model_dump())}")).resolve()),
-        "model_dir": str(Path(model_dir).resolve()), "threads": 1,
+        "model_dir": str(Path(model_dir).resolve()),
+        "threads": 1,
     }
     with step("horovod training", ranks=t.num_proc, steps_per_epoch=args["steps_per_epoch"]) as info:
         ranks = run_horovod(spark, args, t.num_proc, t.timeout_s)
-        info.update(epochs=ranks[0]["initial_epoch"] + ranks[0]["epochs_run"], resumed=ranks[0]["resumed"],
-                    samples_per_s=[round(r["samples_per_s"], 1) for r in ranks])
+        info.update(
+            epochs=ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
+            resumed=ranks[0]["resumed"],
+            samples_per_s=[round(r["samples_per_s"], 1) for r in ranks],
+        )
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))  # uncalibrated bundle for evaluation
     with step("evaluation"):
         ev = evaluate_models(cfg, splits, ref, channels)
     deep_thr = ev["validation"]["deep"]["threshold"]
-    digest = set_calibrator(model_dir, ev["calibrators"]["deep"], {"threshold": deep_thr,
-                                                                   "run_date": run_date.isoformat(),
-                                                                   "features_version": version})
+    digest = set_calibrator(
+        model_dir,
+        ev["calibrators"]["deep"],
+        {"threshold": deep_thr, "run_date": run_date.isoformat(), "features_version": version},
+    )
     trained_with = verify_bundle(model_dir)["info"].get("training", t.model_dump())
 
     plan = plan_for(cfg, run_date)
     metrics = {
-        "run_date": run_date.isoformat(), "features_version": version, "model_name": cfg.registry.model_name,
+        "run_date": run_date.isoformat(),
+        "features_version": version,
+        "model_name": cfg.registry.model_name,
         "snapshots": {s: [d.isoformat() for d, x in sorted(plan.items()) if x == s] for s in (*SPLITS, "score")},
-        "models": ev["models"], "validation": ev["validation"], "tiers": ev["tiers"],
+        "models": ev["models"],
+        "validation": ev["validation"],
+        "tiers": ev["tiers"],
         "snapshot_plan_rule": "test = R-H, validation = R-2H, train = R-3H - j*step: label windows do not overlap",
-        "training": {"ranks": [{k: r[k] for k in ("rank", "host", "executor_id", "executor_cwd", "samples_per_s", "epochs_run",
-                                                   "resumed", "weights_digest")} for r in ranks],
-                     "samples_per_s_total": float(sum(r["samples_per_s"] for r in ranks)),
-                     "epochs": ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
-                     "history": ranks[0]["history"]},
+        "training": {
+            "ranks": [
+                {
+                    k: r[k]
+                    for k in (
+                        "rank",
+                        "host",
+                        "executor_id",
+                        "executor_cwd",
+                        "samples_per_s",
+                        "epochs_run",
+                        "resumed",
+                        "weights_digest",
+                    )
+                }
+                for r in ranks
+            ],
+            "samples_per_s_total": float(sum(r["samples_per_s"] for r in ranks)),
+            "epochs": ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
+            "history": ranks[0]["history"],
+        },
     }
     run_dir = Path(cfg.path("runs", run_date.isoformat()))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -226,9 +291,16 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         exp = registry.experiment_id(cfg)
         with mlflow.start_run(experiment_id=exp, run_name=f"weekly-{run_date}") as run:
             mlflow.log_params({f"training.{k}": v for k, v in trained_with.items()})  # what the weights saw
-            mlflow.log_params({"run_date": run_date.isoformat(), "features_version": version,
-                               "sequence.n_buckets": T, "sequence.bucket_days": cfg.sequence.bucket_days,
-                               "channels": ",".join(channels), "snapshots.horizon_days": cfg.snapshots.horizon_days})
+            mlflow.log_params(
+                {
+                    "run_date": run_date.isoformat(),
+                    "features_version": version,
+                    "sequence.n_buckets": T,
+                    "sequence.bucket_days": cfg.sequence.bucket_days,
+                    "channels": ",".join(channels),
+                    "snapshots.horizon_days": cfg.snapshots.horizon_days,
+                }
+            )
             for name, m in ev["models"].items():
                 mlflow.log_metrics({f"{name}_test_{k}": float(v) for k, v in m.items() if _finite(v)})
             for name, m in ev["validation"].items():
@@ -241,21 +313,34 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             pyfunc_dir = save_pyfunc(model_dir, cfg.path("tmp", "pyfunc", key))  # a real MLflow Model, no pickle
             mlflow.log_artifacts(pyfunc_dir, registry.ARTIFACT_PATH)
             metrics["run_id"] = run.info.run_id
-            version_id = registry.register(cfg, run.info.run_id, tags={
-                "run_date": run_date.isoformat(), "bundle_digest": digest, "features_version": str(version)})
+            version_id = registry.register(
+                cfg,
+                run.info.run_id,
+                tags={"run_date": run_date.isoformat(), "bundle_digest": digest, "features_version": str(version)},
+            )
             metrics["model_version"] = version_id
             mlflow.set_tags({"model_version": version_id})
             ev["test_scores"].to_csv(run_dir / "test_scores.csv", index=False)
             (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
             mlflow.log_artifact(str(run_dir / "metrics.json"))
             mlflow.log_artifact(str(run_dir / "test_scores.csv"))
-    LOG.info("trained challenger version %s: deep test %s=%.4f, lr_rfm %.4f, gbt %.4f", metrics["model_version"],
-             cfg.registry.gate_metric, ev["models"]["deep"][cfg.registry.gate_metric],
-             ev["models"]["lr_rfm"][cfg.registry.gate_metric], ev["models"]["gbt"][cfg.registry.gate_metric])
+    LOG.info(
+        "trained challenger version %s: deep test %s=%.4f, lr_rfm %.4f, gbt %.4f",
+        metrics["model_version"],
+        cfg.registry.gate_metric,
+        ev["models"]["deep"][cfg.registry.gate_metric],
+        ev["models"]["lr_rfm"][cfg.registry.gate_metric],
+        ev["models"]["gbt"][cfg.registry.gate_metric],
+    )
     for df in splits.values():
         df.unpersist()
-    return TrainResult(run_id=metrics["run_id"], model_version=metrics["model_version"], metrics=metrics,
-                       model_dir=model_dir, ranks=ranks)
+    return TrainResult(
+        run_id=metrics["run_id"],
+        model_version=metrics["model_version"],
+        metrics=metrics,
+        model_dir=model_dir,
+        ranks=ranks,
+    )
 
 
 def _finite(v) -> bool:
@@ -268,5 +353,3 @@ def _json_default(o):
     if isinstance(o, (dt.date, dt.datetime)):
         return o.isoformat()
     return str(o)
-
-

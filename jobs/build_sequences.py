@@ -1,4 +1,5 @@
 """spark-submit entry point: `spark-submit jobs/build_sequences.py --config conf/cluster.yaml ...` (see README)."""
+
 import sys
 
 from churn_spark.cli import main

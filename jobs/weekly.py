@@ -1,4 +1,5 @@
 """spark-submit entry point: `spark-submit jobs/weekly.py --config conf/cluster.yaml ...` (see README)."""
+
 import sys
 
 from churn_spark.cli import main

@@ -1,4 +1,5 @@
 """One SparkSession for the whole suite (local[2], few shuffle partitions, bound to 127.0.0.1)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,10 @@ def work_root(tmp_path_factory) -> Path:
 def make_config(work_dir: Path, *overrides: str):
     from churn_spark.config import load_config
 
-    return load_config([str(REPO / "conf" / "local.yaml")],
-                       [f"work_dir={work_dir}", "spark.conf.spark.sql.shuffle.partitions=2", *overrides])
+    return load_config(
+        [str(REPO / "conf" / "local.yaml")],
+        [f"work_dir={work_dir}", "spark.conf.spark.sql.shuffle.partitions=2", *overrides],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +46,15 @@ def spark(work_root):
 
 
 WEEKLY_RUN = "2026-11-02"
-WEEKLY_SMALL = ["training.epochs=4", "training.batch_size=64", "training.conv_filters=16", "training.rnn_units=16",
-                "training.gbt_max_iter=8", "snapshots.n_labelled=4", "scoring.batch_size=100"]
+WEEKLY_SMALL = [
+    "training.epochs=4",
+    "training.batch_size=64",
+    "training.conv_filters=16",
+    "training.rnn_units=16",
+    "training.gbt_max_iter=8",
+    "snapshots.n_labelled=4",
+    "scoring.batch_size=100",
+]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ The pip ``pyspark`` package has no ``sbin/start-*.sh`` scripts, so the daemons a
 group (session). On exit - normal or not - every process group started here is terminated (SIGTERM, then
 SIGKILL), together with any descendant that moved to a group of its own (PySpark's daemon does ``setpgid``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+import psutil
+
 HOST = "127.0.0.1"
 
 
@@ -35,7 +38,8 @@ class ClusterStartError(RuntimeError):
 def spark_home(python: str = sys.executable) -> str:
     """The pip pyspark package dir, which is a SPARK_HOME (bin/spark-class, jars/)."""
     return subprocess.check_output(
-        [python, "-c", "import pyspark,os;print(os.path.dirname(pyspark.__file__))"], text=True).strip()
+        [python, "-c", "import pyspark,os;print(os.path.dirname(pyspark.__file__))"], text=True
+    ).strip()
 
 
 def free_port() -> int:
@@ -66,41 +70,32 @@ def _get_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(r.read().decode())
 
 
-# ---- process bookkeeping (Linux /proc) -----------------------------------------------------------------------
-def _stat(pid: int) -> Optional[tuple]:
-    """(state, ppid, pgid) of a live process, None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
-    return rest[0], int(rest[1]), int(rest[2])
-
-
+# ---- process bookkeeping (psutil) -----------------------------------------------------------------------------
 def alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
 
 
 def descendants(pid: int) -> List[int]:
-    children: dict = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = _stat(int(d))
-            if st:
-                children.setdefault(st[1], []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _pgid(pid: int) -> Optional[int]:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 @dataclass
 class StandaloneCluster:
-    url: str                       # spark://127.0.0.1:<port>
-    master_webui: str              # http://127.0.0.1:<port>
+    url: str  # spark://127.0.0.1:<port>
+    master_webui: str  # http://127.0.0.1:<port>
     worker_ids: List[str]
     worker_hosts: List[str]
     worker_webuis: List[str]
@@ -131,15 +126,15 @@ class StandaloneCluster:
         On timeout the whole group is killed and AssertionError carries the submit log and the daemon log tails.
         """
         with open(log, "wb") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
             try:
                 return proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise AssertionError(f"spark-submit timed out after {timeout}s\n{log.read_text()[-4000:]}\n"
-                                     f"{self.log_tails()}") from None
+                raise AssertionError(
+                    f"spark-submit timed out after {timeout}s\n{log.read_text()[-4000:]}\n" f"{self.log_tails()}"
+                ) from None
 
     def log_tails(self, lines: int = 40) -> str:
         parts = [f"--- master log {self.master_log} ---\n{_tail(self.master_log, lines)}"]
@@ -157,9 +152,9 @@ def _kill_all(procs: List[subprocess.Popen], grace: float = 10.0) -> None:
             pids.extend(descendants(p.pid))
     groups = set()
     for pid in pids:
-        st = _stat(pid)
-        if st and st[2] != own_pgrp:
-            groups.add(st[2])
+        pgid = _pgid(pid)
+        if pgid is not None and pgid != own_pgrp:
+            groups.add(pgid)
     groups.update(p.pid for p in procs)  # start_new_session: pgid == pid
     groups.discard(own_pgrp)
     for g in groups:
@@ -184,9 +179,14 @@ def _kill_all(procs: List[subprocess.Popen], grace: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def standalone_cluster(n_workers: int = 2, cores_per_worker: int = 1, memory: str = "2g",
-                       work_dir: Optional[Path] = None, timeout: float = 120.0,
-                       python: Optional[str] = None) -> Iterator[StandaloneCluster]:
+def standalone_cluster(
+    n_workers: int = 2,
+    cores_per_worker: int = 1,
+    memory: str = "2g",
+    work_dir: Optional[Path] = None,
+    timeout: float = 120.0,
+    python: Optional[str] = None,
+) -> Iterator[StandaloneCluster]:
     """Start a Spark standalone master and ``n_workers`` workers on 127.0.0.1; always stop them on exit."""
     import tempfile
 
@@ -205,9 +205,16 @@ def standalone_cluster(n_workers: int = 2, cores_per_worker: int = 1, memory: st
     env = dict(os.environ)
     for k in ("SPARK_CONF_DIR", "SPARK_MASTER_OPTS", "SPARK_WORKER_OPTS", "SPARK_DAEMON_JAVA_OPTS"):
         env.pop(k, None)
-    env.update(SPARK_HOME=home, SPARK_LOCAL_IP=HOST, SPARK_LOCAL_HOSTNAME=HOST, PYSPARK_PYTHON=python,
-               SPARK_CONF_DIR=str(conf_dir), SPARK_DAEMON_MEMORY="512m", SPARK_NO_DAEMONIZE="1",
-               SPARK_LOG_DIR=str(log_dir))
+    env.update(
+        SPARK_HOME=home,
+        SPARK_LOCAL_IP=HOST,
+        SPARK_LOCAL_HOSTNAME=HOST,
+        PYSPARK_PYTHON=python,
+        SPARK_CONF_DIR=str(conf_dir),
+        SPARK_DAEMON_MEMORY="512m",
+        SPARK_NO_DAEMONIZE="1",
+        SPARK_LOG_DIR=str(log_dir),
+    )
 
     master_port, master_ui, *worker_uis = _free_ports(2 + n_workers)
     url = f"spark://{HOST}:{master_port}"
@@ -218,30 +225,68 @@ def standalone_cluster(n_workers: int = 2, cores_per_worker: int = 1, memory: st
     def launch(args: List[str], log: Path, extra_env: Optional[dict] = None) -> subprocess.Popen:
         fh = open(log, "wb")
         files.append(fh)
-        p = subprocess.Popen([str(spark_class), *args], stdout=fh, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env={**env, **(extra_env or {})},
-                             cwd=str(root), start_new_session=True)
+        p = subprocess.Popen(
+            [str(spark_class), *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**env, **(extra_env or {})},
+            cwd=str(root),
+            start_new_session=True,
+        )
         procs.append(p)
         return p
 
     master_log = log_dir / "master.log"
     worker_logs = [log_dir / f"worker-{i}.log" for i in range(n_workers)]
     worker_dirs = [root / f"worker-{i}" for i in range(n_workers)]
-    cluster = StandaloneCluster(url=url, master_webui=master_webui, worker_ids=[], worker_hosts=[],
-                                worker_webuis=[f"http://{HOST}:{p}" for p in worker_uis],
-                                worker_work_dirs=worker_dirs, log_dir=log_dir, master_log=master_log,
-                                worker_logs=worker_logs, procs=procs)
+    cluster = StandaloneCluster(
+        url=url,
+        master_webui=master_webui,
+        worker_ids=[],
+        worker_hosts=[],
+        worker_webuis=[f"http://{HOST}:{p}" for p in worker_uis],
+        worker_work_dirs=worker_dirs,
+        log_dir=log_dir,
+        master_log=master_log,
+        worker_logs=worker_logs,
+        procs=procs,
+    )
     try:
-        launch(["org.apache.spark.deploy.master.Master", "--host", HOST, "--port", str(master_port),
-                "--webui-port", str(master_ui)], master_log)
+        launch(
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                HOST,
+                "--port",
+                str(master_port),
+                "--webui-port",
+                str(master_ui),
+            ],
+            master_log,
+        )
         for i in range(n_workers):
             worker_dirs[i].mkdir(parents=True, exist_ok=True)
             local_dir = root / f"local-{i}"
             local_dir.mkdir(exist_ok=True)
-            launch(["org.apache.spark.deploy.worker.Worker", url, "--host", HOST,
-                    "--cores", str(cores_per_worker), "--memory", memory,
-                    "--webui-port", str(worker_uis[i]), "--work-dir", str(worker_dirs[i])],
-                   worker_logs[i], {"SPARK_LOCAL_DIRS": str(local_dir), "SPARK_WORKER_DIR": str(worker_dirs[i])})
+            launch(
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    url,
+                    "--host",
+                    HOST,
+                    "--cores",
+                    str(cores_per_worker),
+                    "--memory",
+                    memory,
+                    "--webui-port",
+                    str(worker_uis[i]),
+                    "--work-dir",
+                    str(worker_dirs[i]),
+                ],
+                worker_logs[i],
+                {"SPARK_LOCAL_DIRS": str(local_dir), "SPARK_WORKER_DIR": str(worker_dirs[i])},
+            )
 
         deadline = time.time() + timeout
         state: dict = {}
@@ -250,8 +295,8 @@ def standalone_cluster(n_workers: int = 2, cores_per_worker: int = 1, memory: st
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 raise ClusterStartError(
-                    f"a Spark daemon exited early (pid {dead[0].pid}, rc {dead[0].returncode})\n"
-                    + cluster.log_tails())
+                    f"a Spark daemon exited early (pid {dead[0].pid}, rc {dead[0].returncode})\n" + cluster.log_tails()
+                )
             try:
                 state = cluster.master_json()
                 workers = [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
@@ -263,7 +308,8 @@ def standalone_cluster(n_workers: int = 2, cores_per_worker: int = 1, memory: st
                 alive_n = len([w for w in state.get("workers", []) if w.get("state") == "ALIVE"])
                 raise ClusterStartError(
                     f"timed out after {timeout:.0f}s waiting for {n_workers} ALIVE workers at {master_webui}/json/ "
-                    f"(alive: {alive_n}, last error: {last_err})\n" + cluster.log_tails())
+                    f"(alive: {alive_n}, last error: {last_err})\n" + cluster.log_tails()
+                )
             time.sleep(0.5)
         # order the workers like we started them (by web UI port)
         by_ui = {w.get("webuiaddress", "").rstrip("/"): w for w in workers}

@@ -1,41 +1,171 @@
-"""The weekly job on a real Spark standalone cluster: 1 master + 2 workers as separate processes on 127.0.0.1,
-submitted with deploy/submit.sh. Horovod's two ranks must run on executors of both workers."""
+"""A real Spark standalone cluster: 1 master + 2 workers as separate processes on 127.0.0.1, submitted to with
+deploy/submit.sh. A small script shows where tasks run and what they import; the weekly job shows Horovod's two
+ranks running on executors of both workers. Needs Java and Maven Central (or a warm ~/.ivy2) for Delta."""
+
 import datetime as dt
 import json
 import os
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, make_config
 from pyspark.sql import functions as F
+from standalone_cluster import alive, standalone_cluster
 
 from churn_spark.generator import LakeSpec, write_lake
-from conftest import REPO, make_config
-from standalone_cluster import standalone_cluster
+from churn_spark.pipeline import STEPS
 
 pytestmark = pytest.mark.slow
 RUN = dt.date(2026, 11, 2)
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+SUBMIT = REPO / "deploy" / "submit.sh"
+WHERE_TASKS_RAN = REPO / "tests" / "scripts" / "where_tasks_ran.py"
+# both workers' single cores, fixed executors, and no job before every executor registered
+CLUSTER_CONFS = [
+    "--conf",
+    "spark.cores.max=2",
+    "--conf",
+    "spark.executor.memory=1g",
+    "--conf",
+    "spark.scheduler.minRegisteredResourcesRatio=1.0",
+    "--conf",
+    "spark.scheduler.maxRegisteredResourcesWaitingTime=60s",
+]
+
+
+def _submit_env(tmp_path: Path, **extra: str) -> dict:
+    """A bare environment: submit.sh must work without SPARK_HOME / PYSPARK_* set; the zip stays out of the repo."""
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "BUILD_DIR": str(tmp_path / "build"),
+        "SPARK_SUBMIT_EXTRA": "--conf spark.ui.enabled=false --conf spark.driver.host=127.0.0.1",
+        **extra,
+    }
+    for k in ("SPARK_CONF_DIR", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env.pop(k, None)
+    return env
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _poll(fetch, timeout: float = 30):
+    """``fetch()`` until it returns something truthy or ``timeout`` passes; its last result."""
+    deadline = time.time() + timeout
+    while True:
+        got = fetch()
+        if got or time.time() > deadline:
+            return got
+        time.sleep(1)
+
+
+def test_standalone_cluster_runs_a_job(tmp_path):
+    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+        pytest.skip("no Java: Spark cannot start")
+    result_file = tmp_path / "result.json"
+    log = tmp_path / "submit.log"
+    env = _submit_env(tmp_path, SUBMIT_APP=str(WHERE_TASKS_RAN))
+    with standalone_cluster(
+        n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster", python=PYTHON
+    ) as cluster:
+        master_port = int(cluster.url.rsplit(":", 1)[1])
+        cmd = [
+            "bash",
+            str(SUBMIT),
+            "--master",
+            cluster.url,
+            "--python-env",
+            "local",
+            *CLUSTER_CONFS,
+            str(result_file),
+            "2",
+            str(tmp_path / "delta"),
+        ]
+        rc = cluster.submit(cmd, env, tmp_path, log, timeout=420)
+        assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
+        assert "submit.sh: running: " in log.read_text()  # submit.sh echoes the command it runs
+
+        res = json.loads(result_file.read_text())
+        app_id = res["app_id"]
+        assert res["master"] == cluster.url
+        assert res["delta_rows"] == 10  # Delta jars (--packages) and the SQL extension reached the executors
+        assert res["conf"]["spark.pyspark.python"] == PYTHON
+        assert res["conf"]["spark.task.cpus"] == "1" and res["conf"]["spark.dynamicAllocation.enabled"] == "false"
+        assert "churn_spark.zip" in res["conf"]["spark.submit.pyFiles"]
+        # client mode: spark-submit resolves --packages itself and hands the driver the jars as spark.jars, which
+        # is also what the session factory checks before adding Delta on its own
+        assert "io.delta_delta-spark_2.12-" in (res["conf"]["spark.jars"] or ""), res["conf"]
+
+        tasks = res["tasks"]
+        assert sorted(t["partition"] for t in tasks) == [0, 1] and sum(t["rows"] for t in tasks) == 1000
+        assert all(t["python"] == PYTHON for t in tasks), tasks  # --python-env local: the venv's interpreter
+        # --py-files: the executors import churn_spark from the shipped zip, not from the repo checkout
+        assert all("churn_spark.zip" in t["churn_spark"] for t in tasks), tasks
+        # an executor's cwd is <worker work dir>/<app id>/<executor id>: one task on each worker
+        assert all(Path(t["cwd"]).parent.name == app_id for t in tasks), tasks
+        task_workers = {Path(t["cwd"]).resolve().parent.parent for t in tasks}
+        assert task_workers == {d.resolve() for d in cluster.worker_work_dirs}, tasks
+
+        def executors_per_worker():
+            per_worker = []
+            for i in range(2):
+                w = cluster.worker_json(i)
+                per_worker.append([e for e in w["executors"] + w["finishedexecutors"] if e.get("appid") == app_id])
+            return per_worker if all(per_worker) else None
+
+        assert _poll(executors_per_worker), f"not both workers ran an executor of {app_id}"
+        for d in cluster.worker_work_dirs:
+            assert [p for p in (d / app_id).iterdir() if p.is_dir()], f"no executor dir under {d / app_id}"
+        done = _poll(lambda: [a for a in cluster.master_json().get("completedapps", []) if a["id"] == app_id])
+        assert done and done[0]["state"] == "FINISHED", done
+        pids = cluster.pids()
+        assert len(pids) >= 3  # master + 2 workers
+
+    _poll(lambda: not any(alive(p) for p in pids), timeout=15)
+    assert not [p for p in pids if alive(p)], "cluster processes survived the context manager"
+    assert not _port_open(master_port), "the master still listens"
 
 
 def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
     work = tmp_path / "work"
     cfg = make_config(work)
     write_lake(spark, LakeSpec(users=600, weeks=40, end_date=RUN, seed=8), cfg.lake_dir)
-    python = str(REPO / ".venv" / "bin" / "python")
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "BUILD_DIR": str(tmp_path / "build"),
-           "SPARK_SUBMIT_EXTRA": "--conf spark.ui.enabled=false --conf spark.driver.host=127.0.0.1"}
-    for k in ("SPARK_CONF_DIR", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
-        env.pop(k, None)
     log = tmp_path / "submit.log"
-    with standalone_cluster(n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster",
-                            python=python) as cluster:
-        cmd = ["bash", str(REPO / "deploy" / "submit.sh"), "--master", cluster.url, "--python-env", "local",
-               "--conf", "spark.cores.max=2", "--conf", "spark.executor.memory=1g",
-               "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
-               "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=60s",
-               "weekly", "--config", str(REPO / "conf" / "local.yaml"), "--run-date", RUN.isoformat(),
-               "--set", f"work_dir={work}", "--set", "spark.conf.spark.sql.shuffle.partitions=4",
-               "--set", "training.epochs=2", "--set", "training.gbt_max_iter=5", "--set", "snapshots.n_labelled=3"]
-        rc = cluster.submit(cmd, env, tmp_path, log, timeout=900)
+    with standalone_cluster(
+        n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
+    ) as cluster:
+        cmd = [
+            "bash",
+            str(SUBMIT),
+            "--master",
+            cluster.url,
+            "--python-env",
+            "local",
+            *CLUSTER_CONFS,
+            "weekly",
+            "--config",
+            str(REPO / "conf" / "local.yaml"),
+            "--run-date",
+            RUN.isoformat(),
+            "--set",
+            f"work_dir={work}",
+            "--set",
+            "spark.conf.spark.sql.shuffle.partitions=4",
+            "--set",
+            "training.epochs=2",
+            "--set",
+            "training.gbt_max_iter=5",
+            "--set",
+            "snapshots.n_labelled=3",
+        ]
+        rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
         assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
         worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
 
@@ -47,6 +177,6 @@ def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
     assert len({r["executor_id"] for r in ranks}) == 2
     assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
     runlog = json.loads((work / "runs" / RUN.isoformat() / "runlog.json").read_text())
-    assert list(runlog["steps"]) == ["build_sequences", "train", "score", "report"]
+    assert list(runlog["steps"]) == list(STEPS)
     risk = spark.read.format("delta").load(str(work / "tables" / "churn_risk"))
     assert risk.where(F.col("snapshot_date") == F.lit(RUN)).count() == runlog["steps"]["score"]["users"] > 50

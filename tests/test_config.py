@@ -1,10 +1,11 @@
 """Config loading: profiles, overrides, and every error path names the key and the file."""
+
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from churn_spark.config import ConfigError, load_config
-from conftest import REPO
 
 
 def test_default_and_profiles_load():
@@ -18,8 +19,16 @@ def test_default_and_profiles_load():
 
 
 def test_set_overrides_typed_values(tmp_path):
-    cfg = load_config(None, [f"work_dir={tmp_path}", "training.epochs=3", "spark.conf.spark.sql.shuffle.partitions=2",
-                             "sources.orders.columns.ts=created_at", "registry.gate_margin=0.01"])
+    cfg = load_config(
+        None,
+        [
+            f"work_dir={tmp_path}",
+            "training.epochs=3",
+            "spark.conf.spark.sql.shuffle.partitions=2",
+            "sources.orders.columns.ts=created_at",
+            "registry.gate_margin=0.01",
+        ],
+    )
     assert cfg.training.epochs == 3 and cfg.registry.gate_margin == 0.01
     assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "2"
     assert cfg.sources["orders"].columns["ts"] == "created_at"

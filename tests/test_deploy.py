@@ -1,25 +1,21 @@
-"""Deployment artefacts under deploy/: they parse, reference files that exist, and submit.sh builds the right
-spark-submit command. One slow test submits a real job to a real Spark standalone cluster (master + 2 workers)."""
+"""Deployment artefacts under deploy/: they parse, reference files that exist, submit.sh builds the right
+spark-submit command, the Dockerfile installs the locked stack, and the Airflow DAG runs submit.sh and retries only
+transient failures. No Spark here: the real-cluster tests are in tests/test_cluster.py."""
+
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import py_compile
 import re
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import warnings
+import types
 from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from standalone_cluster import alive, standalone_cluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -30,10 +26,6 @@ K8S_APP = DEPLOY / "k8s" / "sparkapplication.yaml"
 K8S_SCHEDULED = DEPLOY / "k8s" / "scheduled-weekly.yaml"
 IMAGE_APP_ROOT = "/opt/churn-spark"
 VENV = REPO / ".venv"
-
-with warnings.catch_warnings():  # the marker is registered in conftest.py; don't warn where it is not (yet)
-    warnings.simplefilter("ignore")
-    slow = pytest.mark.slow
 
 
 def _lock() -> dict:
@@ -54,12 +46,18 @@ def _image_path_to_repo(p: str) -> Path:
     """local:///opt/churn-spark/jobs/weekly.py or /opt/churn-spark/conf/x.yaml -> <repo>/jobs/weekly.py ..."""
     p = re.sub(r"^local://", "", p)
     assert p.startswith(IMAGE_APP_ROOT + "/"), f"{p} is not under the image's app root {IMAGE_APP_ROOT}"
-    return REPO / p[len(IMAGE_APP_ROOT) + 1:]
+    return REPO / p[len(IMAGE_APP_ROOT) + 1 :]
 
 
 def _run_submit(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SUBMIT), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+    return subprocess.run(
+        ["bash", str(SUBMIT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
 
 
 # ---- YAML ---------------------------------------------------------------------------------------------------
@@ -118,25 +116,34 @@ def test_scheduled_sparkapplication_manifest():
     spec = s["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
     fields = spec["schedule"].split()
-    assert len(fields) == 5 and fields[2] == "*" and fields[3] == "*" and fields[4] != "*", \
-        f"not a weekly cron: {spec['schedule']}"
+    assert (
+        len(fields) == 5 and fields[2] == "*" and fields[3] == "*" and fields[4] != "*"
+    ), f"not a weekly cron: {spec['schedule']}"
     # jobs/weekly.py needs --run-date, which a schedule cannot template: the wrapper adds today's date
     _check_spark_app_spec(spec["template"], str(K8S_SCHEDULED), main_file="deploy/k8s/weekly_today.py")
     assert "--run-date" not in spec["template"]["arguments"]
-    assert "deploy/k8s/weekly_today.py" in DOCKERFILE.read_text(), "the image must contain the wrapper"
+    assert (
+        "COPY",
+        "deploy/k8s/weekly_today.py deploy/k8s/weekly_today.py",
+    ) in _dockerfile_instructions(), "the image must contain the wrapper"
+
+
+def _load(path: Path, name: str) -> types.ModuleType:
+    """Execute a file under deploy/ as a module (without leaving a __pycache__ there)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = dont_write
+    return mod
 
 
 def test_weekly_today_wrapper_adds_the_run_date():
     import datetime as dt
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("weekly_today", DEPLOY / "k8s" / "weekly_today.py")
-    mod = importlib.util.module_from_spec(spec)
-    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ under deploy/
-    try:
-        spec.loader.exec_module(mod)  # imports churn_spark.cli; the __main__ guard keeps it from running
-    finally:
-        sys.dont_write_bytecode = dont_write
+    mod = _load(DEPLOY / "k8s" / "weekly_today.py", "weekly_today")  # the __main__ guard keeps it from running
     day = dt.date(2026, 11, 9)
     assert mod.with_run_date(["--config", "c.yaml"], day) == ["--config", "c.yaml", "--run-date", "2026-11-09"]
     assert mod.with_run_date(["--run-date", "2026-11-02"], day) == ["--run-date", "2026-11-02"]
@@ -180,9 +187,15 @@ def test_dockerfile_pins_match_the_lock():
     pins = _lock()
     assert re.search(r"^ARG GPU=0\s*$", text, re.M), "build arg GPU=0|1 missing"
     assert f"horovod[spark]=={pins['horovod']}" in text
-    for flag in ("HOROVOD_WITH_TENSORFLOW=1", "HOROVOD_WITH_GLOO=1", "HOROVOD_WITHOUT_MPI=1",
-                 "HOROVOD_WITHOUT_PYTORCH=1", "HOROVOD_WITHOUT_MXNET=1", "HOROVOD_GPU_OPERATIONS=NCCL",
-                 "--no-build-isolation"):
+    for flag in (
+        "HOROVOD_WITH_TENSORFLOW=1",
+        "HOROVOD_WITH_GLOO=1",
+        "HOROVOD_WITHOUT_MPI=1",
+        "HOROVOD_WITHOUT_PYTORCH=1",
+        "HOROVOD_WITHOUT_MXNET=1",
+        "HOROVOD_GPU_OPERATIONS=NCCL",
+        "--no-build-isolation",
+    ):
         assert flag in text, f"{flag} missing from the Dockerfile"
     assert re.search(rf"^ARG SPARK_VERSION={re.escape(pins['pyspark'])}\s*$", text, re.M)
     assert re.search(rf"^ARG DELTA_VERSION={re.escape(pins['delta-spark'])}\s*$", text, re.M)
@@ -232,9 +245,23 @@ def test_submit_dry_run_builds_nothing(tmp_path):
 
 
 def test_submit_dry_run_yarn_cluster_packed_and_passthrough():
-    r = _run_submit("--dry-run", "--master", "yarn", "--deploy-mode", "cluster", "--conf", "spark.executor.memory=8g",
-                    "--num-executors", "4", "weekly", "--config", "conf/cluster.yaml", "--run-date", "2026-11-02",
-                    env={"SPARK_SUBMIT_EXTRA": "--conf spark.yarn.queue=churn"})
+    r = _run_submit(
+        "--dry-run",
+        "--master",
+        "yarn",
+        "--deploy-mode",
+        "cluster",
+        "--conf",
+        "spark.executor.memory=8g",
+        "--num-executors",
+        "4",
+        "weekly",
+        "--config",
+        "conf/cluster.yaml",
+        "--run-date",
+        "2026-11-02",
+        env={"SPARK_SUBMIT_EXTRA": "--conf spark.yarn.queue=churn"},
+    )
     argv = _dry_run_cmd(r)
     assert argv[argv.index("--archives") + 1].endswith("build/env.tar.gz#environment")
     confs = [argv[i + 1] for i, a in enumerate(argv) if a == "--conf"]
@@ -245,12 +272,20 @@ def test_submit_dry_run_yarn_cluster_packed_and_passthrough():
     assert argv[argv.index("--num-executors") + 1] == "4"
     app = argv.index(str(REPO / "jobs" / "weekly.py"))
     # the driver runs in a YARN container: --files put the profiles in its cwd, so the path becomes a basename
-    assert argv[app + 1:] == ["--config", "cluster.yaml", "--run-date", "2026-11-02"]
+    assert argv[app + 1 :] == ["--config", "cluster.yaml", "--run-date", "2026-11-02"]
 
 
 def test_submit_dry_run_k8s_image():
-    r = _run_submit("--dry-run", "--master", "k8s://https://k8s.example:443", "--deploy-mode", "cluster",
-                    "weekly", "--config", "conf/cluster.yaml")
+    r = _run_submit(
+        "--dry-run",
+        "--master",
+        "k8s://https://k8s.example:443",
+        "--deploy-mode",
+        "cluster",
+        "weekly",
+        "--config",
+        "conf/cluster.yaml",
+    )
     argv = _dry_run_cmd(r)
     assert f"local://{IMAGE_APP_ROOT}/jobs/weekly.py" in argv
     assert argv[-2:] == ["--config", f"{IMAGE_APP_ROOT}/conf/cluster.yaml"]
@@ -258,16 +293,19 @@ def test_submit_dry_run_k8s_image():
     assert "delta-spark_2.12-3.3.3.jar" in argv[argv.index("--jars") + 1]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["weekly"], "--master is required"),
-    (["--master", "mesos://x", "weekly"], "unsupported --master"),
-    (["--master", "spark://h:7077", "--deploy-mode", "cluster", "weekly"], "standalone does not support"),
-    (["--master", "yarn", "--python-env", "conda", "weekly"], "--python-env must be"),
-    (["--master", "yarn"], "no JOB given"),
-    (["--master", "yarn", "../etc/passwd"], "bad JOB name"),
-    (["--master", "k8s://https://k:443", "weekly"], "needs --deploy-mode cluster"),
-    (["--master", "yarn", "--python-env", "image", "weekly"], "is for k8s:// masters"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["weekly"], "--master is required"),
+        (["--master", "mesos://x", "weekly"], "unsupported --master"),
+        (["--master", "spark://h:7077", "--deploy-mode", "cluster", "weekly"], "standalone does not support"),
+        (["--master", "yarn", "--python-env", "conda", "weekly"], "--python-env must be"),
+        (["--master", "yarn"], "no JOB given"),
+        (["--master", "yarn", "../etc/passwd"], "bad JOB name"),
+        (["--master", "k8s://https://k:443", "weekly"], "needs --deploy-mode cluster"),
+        (["--master", "yarn", "--python-env", "image", "weekly"], "is for k8s:// masters"),
+    ],
+)
 def test_submit_errors_are_clear(args, message):
     r = _run_submit("--dry-run", *args)
     assert r.returncode != 0
@@ -291,129 +329,15 @@ def test_readme_mentions_existing_files():
         if rel.startswith("jobs/"):
             continue  # the entry points live in jobs/ and may be named generically (jobs/<JOB>.py)
         assert (REPO / rel).exists(), f"deploy/README.md mentions {rel}, which does not exist"
-    for topic in ("--deploy-mode cluster", "k8s://", "spark://", "work_dir", "num_proc", "HOROVOD_GLOO_TIMEOUT_SECONDS",
-                  "registry.tracking_uri", "GPU=1", "NCCL"):
+    for topic in (
+        "--deploy-mode cluster",
+        "k8s://",
+        "spark://",
+        "work_dir",
+        "num_proc",
+        "HOROVOD_GLOO_TIMEOUT_SECONDS",
+        "registry.tracking_uri",
+        "GPU=1",
+        "NCCL",
+    ):
         assert topic in text, f"deploy/README.md does not cover {topic}"
-
-
-# ---- a real standalone cluster ------------------------------------------------------------------------------
-WHERE_TASKS_RAN = r'''
-import importlib, json, os, socket, sys, time
-from pyspark import TaskContext
-from pyspark.sql import SparkSession
-
-out, n_exec, delta_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-spark = SparkSession.builder.getOrCreate()
-sc = spark.sparkContext
-deadline = time.time() + 120
-while sc._jsc.sc().getExecutorMemoryStatus().size() - 1 < n_exec:   # minus the driver
-    if time.time() > deadline:
-        raise SystemExit("executors did not register in time")
-    time.sleep(0.5)
-
-def where(rows):
-    n = sum(1 for _ in rows)
-    time.sleep(2)  # hold the slot: the other task must go to the other executor
-    try:
-        pkg = importlib.import_module("churn_spark.config").__file__
-    except Exception as e:  # reported, asserted by the test
-        pkg = f"ERROR {e!r}"
-    ctx = TaskContext.get()
-    yield {"partition": ctx.partitionId(), "rows": n, "host": socket.gethostname(), "cwd": os.getcwd(),
-           "pid": os.getpid(), "python": sys.executable, "churn_spark": pkg}
-
-tasks = spark.range(0, 1000, 1, 2).rdd.mapPartitions(where).collect()
-spark.range(10).write.format("delta").save(delta_dir)
-delta_rows = spark.read.format("delta").load(delta_dir).count()
-conf = dict(sc.getConf().getAll())
-with open(out, "w") as f:
-    json.dump({"app_id": sc.applicationId, "master": sc.master, "tasks": tasks, "delta_rows": delta_rows,
-               "conf": {k: conf.get(k) for k in ("spark.pyspark.python", "spark.task.cpus", "spark.submit.pyFiles",
-                                                 "spark.dynamicAllocation.enabled", "spark.jars",
-                                                 "spark.sql.extensions", "spark.cores.max")}}, f, indent=1)
-spark.stop()
-'''
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@slow
-def test_standalone_cluster_runs_a_job(tmp_path):
-    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
-        pytest.skip("no Java: Spark cannot start")
-    python = str(VENV / "bin" / "python")
-    script = tmp_path / "where_tasks_ran.py"
-    script.write_text(WHERE_TASKS_RAN)
-    result_file = tmp_path / "result.json"
-    log = tmp_path / "submit.log"
-    env = {**os.environ, "SUBMIT_APP": str(script), "SPARK_LOCAL_IP": "127.0.0.1",
-           "BUILD_DIR": str(tmp_path / "build"),  # keep the zip out of the repo
-           "SPARK_SUBMIT_EXTRA": "--conf spark.ui.enabled=false --conf spark.driver.host=127.0.0.1"}
-    for k in ("SPARK_CONF_DIR", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
-        env.pop(k, None)  # submit.sh must work from a bare environment
-
-    with standalone_cluster(n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster",
-                            python=python) as cluster:
-        master_port = int(cluster.url.rsplit(":", 1)[1])
-        cmd = ["bash", str(SUBMIT), "--master", cluster.url, "--python-env", "local",
-               "--conf", "spark.cores.max=2", "--conf", "spark.executor.memory=1g",
-               "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
-               "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=60s",
-               str(result_file), "2", str(tmp_path / "delta")]
-        rc = cluster.submit(cmd, env, tmp_path, log, timeout=420)
-        assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
-        assert "spark-submit" in log.read_text()  # submit.sh echoes the command it runs
-
-        res = json.loads(result_file.read_text())
-        app_id = res["app_id"]
-        assert res["master"] == cluster.url
-        assert res["delta_rows"] == 10  # Delta jars (--packages) and the SQL extension reached the executors
-        assert res["conf"]["spark.pyspark.python"] == python
-        assert res["conf"]["spark.task.cpus"] == "1" and res["conf"]["spark.dynamicAllocation.enabled"] == "false"
-        assert "churn_spark.zip" in res["conf"]["spark.submit.pyFiles"]
-        # client mode: spark-submit resolves --packages itself and hands the driver the jars as spark.jars, which
-        # is also what the session factory checks before adding Delta on its own
-        assert "io.delta_delta-spark_2.12-" in (res["conf"]["spark.jars"] or ""), res["conf"]
-
-        tasks = res["tasks"]
-        assert sorted(t["partition"] for t in tasks) == [0, 1] and sum(t["rows"] for t in tasks) == 1000
-        assert all(t["python"] == python for t in tasks), tasks  # --python-env local: the venv's interpreter
-        # --py-files: the executors import churn_spark from the shipped zip, not from the repo checkout
-        assert all("churn_spark.zip" in t["churn_spark"] for t in tasks), tasks
-        # an executor's cwd is <worker work dir>/<app id>/<executor id>: one task on each worker
-        task_workers = {Path(t["cwd"]).resolve().parent.parent for t in tasks}
-        assert all(Path(t["cwd"]).parent.name == app_id for t in tasks), tasks
-        assert task_workers == {d.resolve() for d in cluster.worker_work_dirs}, tasks
-
-        # both workers ran an executor of this app (worker JSON), and kept its work dir
-        deadline = time.time() + 30
-        while True:
-            per_worker = []
-            for i in range(2):
-                w = cluster.worker_json(i)
-                per_worker.append([e for e in w["executors"] + w["finishedexecutors"] if e.get("appid") == app_id])
-            if all(per_worker) or time.time() > deadline:
-                break
-            time.sleep(1)
-        assert all(per_worker), f"executors per worker for {app_id}: {per_worker}"
-        for d in cluster.worker_work_dirs:
-            assert [p for p in (d / app_id).iterdir() if p.is_dir()], f"no executor dir under {d / app_id}"
-        deadline = time.time() + 30
-        while True:
-            done = [a for a in cluster.master_json().get("completedapps", []) if a["id"] == app_id]
-            if done or time.time() > deadline:
-                break
-            time.sleep(1)
-        assert done and done[0]["state"] == "FINISHED", done
-        pids = cluster.pids()
-        assert len(pids) >= 3  # master + 2 workers
-
-    gone_by = time.time() + 15
-    while any(alive(p) for p in pids) and time.time() < gone_by:
-        time.sleep(0.2)
-    assert not [p for p in pids if alive(p)], "cluster processes survived the context manager"
-    assert not _port_open(master_port), "the master still listens"

@@ -1,4 +1,5 @@
 """Exit codes a scheduler acts on: 2 = bad input (do not retry), 3 = transient (retry), 1 = bug."""
+
 from churn_spark.config import ConfigError
 from churn_spark.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_TRANSIENT, exit_code
 from churn_spark.lake import BadInputError

@@ -1,4 +1,5 @@
 """Demo lake generator: reproducible, realistic shape, written as Delta with time travel."""
+
 import datetime as dt
 
 from pyspark.sql import functions as F
@@ -28,8 +29,11 @@ def test_schema_and_value_ranges(spark):
     assert t["orders"].columns == ["order_id", "user_id", "order_ts", "amount", "n_items", "status"]
     assert t["events"].columns == ["user_id", "event_ts", "event_type", "item_id", "category"]
     assert t["reviews"].columns == ["user_id", "review_ts", "rating"]
-    o = t["orders"].agg(F.min("amount"), F.min("order_ts"), F.max("order_ts"),
-                        F.countDistinct("order_id"), F.count("*")).first()
+    o = (
+        t["orders"]
+        .agg(F.min("amount"), F.min("order_ts"), F.max("order_ts"), F.countDistinct("order_id"), F.count("*"))
+        .first()
+    )
     assert o[0] > 0 and o[1] >= dt.datetime(2026, 3, 30) and o[2] < dt.datetime(2026, 11, 2)
     assert o[3] == o[4]  # order ids are unique
     assert {r[0] for r in t["orders"].select("status").distinct().collect()} == {"completed", "cancelled", "refunded"}
@@ -50,17 +54,22 @@ def test_scale_sanity(spark):
 def test_churn_is_a_process_over_time(spark):
     """Users who stop ordering were browsing less before they stopped (browsing fades first)."""
     t = generate(spark, SPEC)
-    weekly = (t["events"].where("event_type = 'view'")
-              .groupBy("user_id", F.floor(F.datediff(F.lit(SPEC.end_date), F.to_date("event_ts")) / 7).alias("wb"))
-              .count())
+    weekly = (
+        t["events"]
+        .where("event_type = 'view'")
+        .groupBy("user_id", F.floor(F.datediff(F.lit(SPEC.end_date), F.to_date("event_ts")) / 7).alias("wb"))
+        .count()
+    )
     last_order = t["orders"].groupBy("user_id").agg(F.max("order_ts").alias("lo"))
     gone = last_order.where(F.col("lo") < F.lit(dt.datetime(2026, 8, 1))).select("user_id")
     stay = last_order.where(F.col("lo") >= F.lit(dt.datetime(2026, 10, 20))).select("user_id")
+
     def ratio(users):  # views in weeks 14-17 before the end vs weeks 22-25 (the decline happens in between for 'gone')
         w = weekly.join(users, "user_id")
         late = w.where("wb BETWEEN 14 AND 17").agg(F.sum("count")).first()[0] or 0
         early = w.where("wb BETWEEN 22 AND 25").agg(F.sum("count")).first()[0] or 1
         return late / early
+
     assert ratio(gone) < 0.6 * ratio(stay)
 
 

@@ -1,11 +1,12 @@
 """Ingest and validation: every reason code, the accounting identity, thresholds and clear errors."""
+
 import datetime as dt
 
 import pytest
+from conftest import make_config
 
 from churn_spark.config import ConfigError
 from churn_spark.lake import BadInputError, ingest, write_quarantine
-from conftest import make_config
 
 CLOCK = dt.date(2026, 6, 1)
 
@@ -26,25 +27,42 @@ def test_every_reason_code_and_the_accounting_identity(spark, tmp_path):
     cfg = make_config(tmp_path, "sources.users=null", "validation.max_bad_fraction=0.9")
     lake = cfg.lake_dir
     ts = "2026-05-01 10:00:00"
-    _write(spark, [
-        (1, "u1", ts, 10.0, 1, "completed"),      # good
-        (2, None, ts, 10.0, 1, "completed"),      # null_user_id
-        (3, "u1", None, 10.0, 1, "completed"),    # null_ts
-        (4, "u1", "yesterday", 10.0, 1, "completed"),  # unparseable_ts
-        (5, "u1", "2026-07-01 00:00:00", 10.0, 1, "completed"),  # future_ts
-        (6, "u1", ts, -3.0, 1, "completed"),      # negative_amount
-        (7, "u2", ts, 5.0, 2, "refunded"),        # good
-        (7, "u2", ts, 5.0, 2, "refunded"),        # exact_duplicate
-        (8, "u1", ts, None, 1, "completed"),      # bad_amount (missing)
-        (9, "u1", ts, 10.0, 1, "lost"),           # unknown_status
-    ], "order_id long, user_id string, order_ts string, amount double, n_items int, status string", f"{lake}/orders")
-    _write(spark, [("u1", ts, "view"), ("u1", ts, "teleport"), (" ", ts, "cart")],
-           "user_id string, event_ts string, event_type string", f"{lake}/events")
+    _write(
+        spark,
+        [
+            (1, "u1", ts, 10.0, 1, "completed"),  # good
+            (2, None, ts, 10.0, 1, "completed"),  # null_user_id
+            (3, "u1", None, 10.0, 1, "completed"),  # null_ts
+            (4, "u1", "yesterday", 10.0, 1, "completed"),  # unparseable_ts
+            (5, "u1", "2026-07-01 00:00:00", 10.0, 1, "completed"),  # future_ts
+            (6, "u1", ts, -3.0, 1, "completed"),  # negative_amount
+            (7, "u2", ts, 5.0, 2, "refunded"),  # good
+            (7, "u2", ts, 5.0, 2, "refunded"),  # exact_duplicate
+            (8, "u1", ts, None, 1, "completed"),  # bad_amount (missing)
+            (9, "u1", ts, 10.0, 1, "lost"),  # unknown_status
+        ],
+        "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
+        f"{lake}/orders",
+    )
+    _write(
+        spark,
+        [("u1", ts, "view"), ("u1", ts, "teleport"), (" ", ts, "cart")],
+        "user_id string, event_ts string, event_type string",
+        f"{lake}/events",
+    )
     _write(spark, [("u1", ts, 5), ("u1", ts, 9)], "user_id string, review_ts string, rating int", f"{lake}/reviews")
     res = ingest(spark, cfg, "run-1", CLOCK)
     o, e, r = res.counts["orders"], res.counts["events"], res.counts["reviews"]
-    assert o.by_reason == {"null_user_id": 1, "null_ts": 1, "unparseable_ts": 1, "future_ts": 1, "bad_amount": 1,
-                           "negative_amount": 1, "unknown_status": 1, "exact_duplicate": 1}
+    assert o.by_reason == {
+        "null_user_id": 1,
+        "null_ts": 1,
+        "unparseable_ts": 1,
+        "future_ts": 1,
+        "bad_amount": 1,
+        "negative_amount": 1,
+        "unknown_status": 1,
+        "exact_duplicate": 1,
+    }
     assert (o.rows_in, o.used, o.quarantined, o.deduplicated) == (10, 2, 7, 1)
     assert e.by_reason == {"unknown_event_type": 1, "null_user_id": 1} and e.used == 1
     assert r.by_reason == {"bad_rating": 1} and r.used == 1
@@ -61,17 +79,22 @@ def test_every_reason_code_and_the_accounting_identity(spark, tmp_path):
 
 
 def test_csv_malformed_lines_bad_types_and_timestamp_formats(spark, tmp_path):
-    cfg = _orders_only(tmp_path, "sources.orders.format=csv", "sources.orders.timestamp_format=dd/MM/yyyy HH:mm",
-                       "validation.max_bad_fraction=0.9")
+    cfg = _orders_only(
+        tmp_path,
+        "sources.orders.format=csv",
+        "sources.orders.timestamp_format=dd/MM/yyyy HH:mm",
+        "validation.max_bad_fraction=0.9",
+    )
     d = tmp_path / "lake" / "orders"
     d.mkdir(parents=True)
     (d / "part-0.csv").write_text(
         "order_id,user_id,order_ts,amount,n_items,status\n"
         "1,u1,01/05/2026 10:00,10.0,1,completed\n"
-        "2,u1,02/05/2026 10:00,ten,1,completed\n"       # bad_amount (wrong type)
+        "2,u1,02/05/2026 10:00,ten,1,completed\n"  # bad_amount (wrong type)
         "3,u1,03/05/2026 10:00,10.0,1,completed,extra\n"  # too many fields
-        "4,u1\n"                                          # too few fields
-        "5,u2,2026-05-01,3.0,1,completed\n")              # wrong timestamp format
+        "4,u1\n"  # too few fields
+        "5,u2,2026-05-01,3.0,1,completed\n"
+    )  # wrong timestamp format
     res = ingest(spark, cfg, "r", CLOCK)
     c = res.counts["orders"]
     assert c.by_reason == {"bad_amount": 1, "malformed_row": 2, "unparseable_ts": 1}
@@ -82,27 +105,39 @@ def test_csv_malformed_lines_bad_types_and_timestamp_formats(spark, tmp_path):
 
 def test_naive_timestamps_use_the_source_timezone_and_aware_ones_keep_their_offset(spark, tmp_path):
     cfg = _orders_only(tmp_path, "sources.orders.timezone=Europe/Berlin")
-    _write(spark, [(1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
-                   (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed")],
-           "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
-           f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [
+            (1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
+            (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed"),
+        ],
+        "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
+        f"{cfg.lake_dir}/orders",
+    )
     got = {r.user_id: r.ts for r in ingest(spark, cfg, "r", CLOCK).tables["orders"].collect()}
     assert got == {"u1": dt.datetime(2026, 5, 1, 10, 0), "u2": dt.datetime(2026, 5, 1, 12, 0)}
 
 
 def test_integer_ids_and_date_typed_timestamps(spark, tmp_path):
     cfg = _orders_only(tmp_path, "sources.orders.columns.ts=day")
-    _write(spark, [(1, 42, dt.date(2026, 5, 1), 1.0, 1, "completed")],
-           "order_id long, user_id long, day date, amount double, n_items int, status string", f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [(1, 42, dt.date(2026, 5, 1), 1.0, 1, "completed")],
+        "order_id long, user_id long, day date, amount double, n_items int, status string",
+        f"{cfg.lake_dir}/orders",
+    )
     row = ingest(spark, cfg, "r", CLOCK).tables["orders"].first()
     assert row.user_id == "42" and row.ts == dt.datetime(2026, 5, 1)
 
 
 def test_too_many_bad_rows_stops_before_writing(spark, tmp_path):
     cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.2")
-    _write(spark, [(1, None, "2026-05-01", 1.0, 1, "completed"), (2, "u", "2026-05-01", 1.0, 1, "completed")],
-           "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
-           f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [(1, None, "2026-05-01", 1.0, 1, "completed"), (2, "u", "2026-05-01", 1.0, 1, "completed")],
+        "order_id long, user_id string, order_ts string, amount double, n_items int, status string",
+        f"{cfg.lake_dir}/orders",
+    )
     with pytest.raises(BadInputError) as e:
         ingest(spark, cfg, "r", CLOCK)
     assert "orders" in str(e.value) and "max_bad_fraction" in str(e.value) and "null_user_id" in str(e.value)
@@ -112,8 +147,12 @@ def test_missing_source_path_and_missing_column_are_clear_errors(spark, tmp_path
     cfg = _orders_only(tmp_path)
     with pytest.raises(ConfigError, match="sources.orders.path"):
         ingest(spark, cfg, "r", CLOCK)
-    _write(spark, [(1, "u", "2026-05-01", 1.0)], "order_id long, customer string, order_ts string, amount double",
-           f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [(1, "u", "2026-05-01", 1.0)],
+        "order_id long, customer string, order_ts string, amount double",
+        f"{cfg.lake_dir}/orders",
+    )
     with pytest.raises(BadInputError) as e:
         ingest(spark, cfg, "r", CLOCK)
     assert "'user_id'" in str(e.value) and "sources.orders.columns.user_id" in str(e.value)
@@ -128,10 +167,17 @@ def test_empty_orders_source_is_an_error(spark, tmp_path):
 
 def test_negative_or_unparseable_item_counts_are_quarantined(spark, tmp_path):
     cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
-    _write(spark, [(1, "u1", "2026-05-01", 1.0, "2", "completed"), (2, "u1", "2026-05-01", 1.0, "-1", "completed"),
-                   (3, "u1", "2026-05-01", 1.0, "some", "completed"), (4, "u1", "2026-05-02", 1.0, None, "completed")],
-           "order_id long, user_id string, order_ts string, amount double, n_items string, status string",
-           f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [
+            (1, "u1", "2026-05-01", 1.0, "2", "completed"),
+            (2, "u1", "2026-05-01", 1.0, "-1", "completed"),
+            (3, "u1", "2026-05-01", 1.0, "some", "completed"),
+            (4, "u1", "2026-05-02", 1.0, None, "completed"),
+        ],
+        "order_id long, user_id string, order_ts string, amount double, n_items string, status string",
+        f"{cfg.lake_dir}/orders",
+    )
     res = ingest(spark, cfg, "r", CLOCK)
     assert res.counts["orders"].by_reason == {"bad_n_items": 2} and res.counts["orders"].balanced
     assert sorted(r.n_items for r in res.tables["orders"].collect()) == [1.0, 2.0]  # a missing count means one item
@@ -142,10 +188,19 @@ ORDERS = "order_id long, user_id string, order_ts string, amount double, n_items
 
 def test_statuses_outside_the_configured_ones_are_quarantined(spark, tmp_path):
     cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
-    _write(spark, [(1, "u1", "2026-05-01", 1.0, 1, "completed"), (2, "u1", "2026-05-01", 1.0, 1, " Refunded "),
-                   (3, "u1", "2026-05-01", 1.0, 1, "CANCELLED"), (4, "u1", "2026-05-01", 1.0, 1, "shipped"),
-                   (5, "u1", "2026-05-01", 1.0, 1, None), (6, "u1", "2026-05-01", 1.0, 1, "")],
-           ORDERS, f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [
+            (1, "u1", "2026-05-01", 1.0, 1, "completed"),
+            (2, "u1", "2026-05-01", 1.0, 1, " Refunded "),
+            (3, "u1", "2026-05-01", 1.0, 1, "CANCELLED"),
+            (4, "u1", "2026-05-01", 1.0, 1, "shipped"),
+            (5, "u1", "2026-05-01", 1.0, 1, None),
+            (6, "u1", "2026-05-01", 1.0, 1, ""),
+        ],
+        ORDERS,
+        f"{cfg.lake_dir}/orders",
+    )
     res = ingest(spark, cfg, "r", CLOCK)
     assert res.counts["orders"].by_reason == {"unknown_status": 3} and res.counts["orders"].balanced
     assert sorted(r.status for r in res.tables["orders"].collect()) == ["cancelled", "completed", "refunded"]
@@ -156,8 +211,12 @@ def test_statuses_outside_the_configured_ones_are_quarantined(spark, tmp_path):
 
 def test_orders_without_a_status_column_are_all_purchases(spark, tmp_path):
     cfg = _orders_only(tmp_path)
-    _write(spark, [(1, "u1", "2026-05-01", 1.0), (2, "u2", "2026-05-02", 2.0)],
-           "order_id long, user_id string, order_ts string, amount double", f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [(1, "u1", "2026-05-01", 1.0), (2, "u2", "2026-05-02", 2.0)],
+        "order_id long, user_id string, order_ts string, amount double",
+        f"{cfg.lake_dir}/orders",
+    )
     res = ingest(spark, cfg, "r", CLOCK)
     assert res.counts["orders"].by_reason == {} and res.counts["orders"].used == 2
     assert {r.status for r in res.tables["orders"].collect()} == {"completed"}
@@ -165,8 +224,12 @@ def test_orders_without_a_status_column_are_all_purchases(spark, tmp_path):
 
 def test_missing_amount_is_a_bad_amount(spark, tmp_path):
     cfg = _orders_only(tmp_path, "validation.max_bad_fraction=0.9")
-    _write(spark, [(1, "u1", "2026-05-01", 4.5, 1, "completed"), (2, "u1", "2026-05-02", None, 1, "completed")],
-           ORDERS, f"{cfg.lake_dir}/orders")
+    _write(
+        spark,
+        [(1, "u1", "2026-05-01", 4.5, 1, "completed"), (2, "u1", "2026-05-02", None, 1, "completed")],
+        ORDERS,
+        f"{cfg.lake_dir}/orders",
+    )
     res = ingest(spark, cfg, "r", CLOCK)
     assert res.counts["orders"].by_reason == {"bad_amount": 1} and res.counts["orders"].balanced
     assert [r.amount for r in res.tables["orders"].collect()] == [4.5]
@@ -176,18 +239,36 @@ def test_naive_values_ignore_the_session_time_zone(spark, tmp_path):
     """Strings, dates and TIMESTAMP_NTZ are wall clocks of the source zone, whatever spark.sql.session.timeZone is;
     the future check compares with midnight UTC of the clock."""
     cfg = _orders_only(tmp_path, "sources.orders.timezone=Europe/Berlin", "validation.max_bad_fraction=0.9")
-    _write(spark, [(1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
-                   (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed"),
-                   (3, "u3", "2026-06-01 01:30:00", 1.0, 1, "completed"),  # 23:30 UTC May 31: not in the future
-                   (4, "u4", "2026-06-01 02:30:00", 1.0, 1, "completed")],  # 00:30 UTC June 1: future
-           ORDERS, f"{cfg.lake_dir}/orders")
-    utc = make_config(tmp_path / "utc", "sources.events=null", "sources.reviews=null",
-                      "sources.orders.columns.ts=day", "sources.users.columns.ts=seen")
-    _write(spark, [(1, "u1", dt.date(2026, 5, 1), 1.0, 1, "completed")],
-           "order_id long, user_id string, day date, amount double, n_items int, status string",
-           f"{utc.lake_dir}/orders")
-    _write(spark, [("u1", dt.datetime(2026, 5, 1, 23, 30), "DE", "ads")],
-           "user_id string, seen timestamp_ntz, country string, channel string", f"{utc.lake_dir}/users")
+    _write(
+        spark,
+        [
+            (1, "u1", "2026-05-01 12:00:00", 1.0, 1, "completed"),
+            (2, "u2", "2026-05-01T12:00:00+00:00", 1.0, 1, "completed"),
+            (3, "u3", "2026-06-01 01:30:00", 1.0, 1, "completed"),  # 23:30 UTC May 31: not in the future
+            (4, "u4", "2026-06-01 02:30:00", 1.0, 1, "completed"),
+        ],  # 00:30 UTC June 1: future
+        ORDERS,
+        f"{cfg.lake_dir}/orders",
+    )
+    utc = make_config(
+        tmp_path / "utc",
+        "sources.events=null",
+        "sources.reviews=null",
+        "sources.orders.columns.ts=day",
+        "sources.users.columns.ts=seen",
+    )
+    _write(
+        spark,
+        [(1, "u1", dt.date(2026, 5, 1), 1.0, 1, "completed")],
+        "order_id long, user_id string, day date, amount double, n_items int, status string",
+        f"{utc.lake_dir}/orders",
+    )
+    _write(
+        spark,
+        [("u1", dt.datetime(2026, 5, 1, 23, 30), "DE", "ads")],
+        "user_id string, seen timestamp_ntz, country string, channel string",
+        f"{utc.lake_dir}/users",
+    )
     before = spark.conf.get("spark.sql.session.timeZone")
     try:
         spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")

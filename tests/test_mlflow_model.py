@@ -1,5 +1,6 @@
 """The bundle as an MLflow pyfunc model ("models from code", no pickle): same probabilities as the project's own
 scoring path on the same rows, and a bundle with a wrong checksum is refused on load."""
+
 import json
 
 import numpy as np
@@ -17,8 +18,15 @@ from churn_spark.preprocess import FeatureStats
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    stats = FeatureStats(channels=["orders", "active_days"], n_buckets=4, seq_mean=[0.2, 0.3], seq_std=[1.0, 1.0],
-                         static_mean=[1.0] * 6, static_std=[1.0] * 6, vocab={"country": ["DE"], "channel": ["web"]})
+    stats = FeatureStats(
+        channels=["orders", "active_days"],
+        n_buckets=4,
+        seq_mean=[0.2, 0.3],
+        seq_std=[1.0, 1.0],
+        static_mean=[1.0] * 6,
+        static_std=[1.0] * 6,
+        vocab={"country": ["DE"], "channel": ["web"]},
+    )
     model = build_model(4, 2, stats.n_static, conv_filters=4, rnn_units=4, dense_units=4)
     d = tmp_path_factory.mktemp("bundle")
     save_bundle(str(d), model, stats, Calibrator("platt", a=1.5, b=-0.2))

@@ -3,21 +3,24 @@
 The risk table is hand-made from the feature rows (raw score = days since the last order, a real signal), so the
 realised numbers can be checked exactly against the labels the training path wrote for the same snapshot.
 """
+
 import datetime as dt
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_config
 from pyspark.sql import functions as F
 from sklearn.metrics import roc_auc_score
 
 from churn_spark import pipeline, privacy
 from churn_spark.drift_table import write_drift
+from churn_spark.feature_spec import channels_for
 from churn_spark.generator import LakeSpec, write_lake
 from churn_spark.monitoring import update_model_performance
+from churn_spark.sequences import plan_for
 from churn_spark.tiers import tier_expr
-from conftest import make_config
 
 pytestmark = pytest.mark.slow
 RUN = dt.date(2026, 11, 2)
@@ -30,13 +33,23 @@ def _risk_rows(spark, cfg, snapshot):
     f = spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(snapshot))
     raw = F.coalesce(F.col("days_since_last_order"), F.lit(999.0)) + F.length("user_id") / 1000.0
     w = Window.orderBy(F.desc("raw_score"))
-    df = (f.select("user_id", "snapshot_date", raw.alias("raw_score"))
-          .withColumn("churn_probability", F.least(F.col("raw_score") / 200.0, F.lit(1.0)))
-          .withColumn("risk_rank", F.rank().over(w)).withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy())))
+    df = (
+        f.select("user_id", "snapshot_date", raw.alias("raw_score"))
+        .withColumn("churn_probability", F.least(F.col("raw_score") / 200.0, F.lit(1.0)))
+        .withColumn("risk_rank", F.rank().over(w))
+        .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy()))
+    )
     tier = tier_expr("share", {"high": 0.1, "medium": 0.2}, {}, (F.col("risk_rank") - 1) / F.col("_n"), None)
-    return df.select("user_id", "snapshot_date", "churn_probability", "raw_score", tier.alias("risk_tier"),
-                     "risk_rank", F.lit("1").alias("model_version"),
-                     F.lit(dt.datetime(2026, 11, 2, 6)).alias("scored_at"))
+    return df.select(
+        "user_id",
+        "snapshot_date",
+        "churn_probability",
+        "raw_score",
+        tier.alias("risk_tier"),
+        "risk_rank",
+        F.lit("1").alias("model_version"),
+        F.lit(dt.datetime(2026, 11, 2, 6)).alias("scored_at"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +74,7 @@ def small(spark, tmp_path_factory):
     os.makedirs(run_dir)
     test = _risk_rows(spark, cfg, S).select("user_id", F.col("raw_score").alias("deep")).toPandas()
     test.assign(label=0).to_csv(f"{run_dir}/test_scores.csv", index=False)
-    train = [d.isoformat() for d in sorted(pipeline.sequences.plan_for(cfg, RUN)) if d < S]
+    train = [d.isoformat() for d in sorted(plan_for(cfg, RUN)) if d < S]
     with open(f"{run_dir}/metrics.json", "w") as fh:
         json.dump({"model_version": "1", "models": {"deep": {"roc_auc": 0.99}}, "snapshots": {"train": train}}, fh)
     return cfg
@@ -77,8 +90,13 @@ def test_model_performance_matches_the_training_labels(spark, small):
     assert out["computed"] == [S.isoformat()]  # RUN itself has not matured
     perf = _perf(spark, cfg).set_index("group")
     assert set(perf.index) == {"all", "contacted", "control", "untreated"}
-    feats = (spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(S))
-             .select("user_id", "label").toPandas())
+    feats = (
+        spark.read.format("delta")
+        .load(cfg.features_path)
+        .where(F.col("snapshot_date") == F.lit(S))
+        .select("user_id", "label")
+        .toPandas()
+    )
     risk = _risk_rows(spark, cfg, S).toPandas().merge(feats, on="user_id")
     a = perf.loc["all"]
     assert a["users"] == len(feats) and a["churners"] == int(feats["label"].sum())
@@ -88,7 +106,8 @@ def test_model_performance_matches_the_training_labels(spark, small):
     assert sum(d["users"] for d in a["calibration"]) == len(feats)
     assert a["test_roc_auc"] == 0.99 and bool(a["auc_below_test"]) and out["flagged"] == [[S.isoformat(), "1"]]
     assert perf.loc["contacted", "uplift"] == pytest.approx(
-        perf.loc["control", "realised_churn_rate"] - perf.loc["contacted", "realised_churn_rate"])
+        perf.loc["control", "realised_churn_rate"] - perf.loc["contacted", "realised_churn_rate"]
+    )
     assert perf.loc["contacted", "users"] + perf.loc["control", "users"] == 40
 
 
@@ -99,14 +118,21 @@ def test_model_performance_is_idempotent_and_late_data_recomputes(spark, small):
     before = _perf(spark, cfg)
     assert len(before) == 4  # replaced, not appended
     # a late order inside [S, S + H) of a user who had churned: the next run recomputes the snapshot
-    feats = spark.read.format("delta").load(cfg.features_path).where((F.col("snapshot_date") == F.lit(S)) &
-                                                                     (F.col("label") == 1))
+    feats = (
+        spark.read.format("delta")
+        .load(cfg.features_path)
+        .where((F.col("snapshot_date") == F.lit(S)) & (F.col("label") == 1))
+    )
     uid = feats.orderBy("user_id").first()["user_id"]
     orders = spark.read.format("delta").load(f"{cfg.lake_dir}/orders")
-    late = orders.where(F.col("user_id") == uid).limit(1).withColumn(
-        "order_ts", F.lit(dt.datetime(S.year, S.month, S.day, 12))).withColumn("status", F.lit("completed")) \
-        .withColumn("amount", F.lit(10.0)).withColumn("order_id", F.lit(999_999_999).cast(orders.schema["order_id"]
-                                                                                               .dataType))
+    late = (
+        orders.where(F.col("user_id") == uid)
+        .limit(1)
+        .withColumn("order_ts", F.lit(dt.datetime(S.year, S.month, S.day, 12)))
+        .withColumn("status", F.lit("completed"))
+        .withColumn("amount", F.lit(10.0))
+        .withColumn("order_id", F.lit(999_999_999).cast(orders.schema["order_id"].dataType))
+    )
     late.write.format("delta").mode("append").save(f"{cfg.lake_dir}/orders")
     assert update_model_performance(spark, cfg, RUN)["computed"] == [S.isoformat()]
     after = _perf(spark, cfg).set_index("group")
@@ -121,7 +147,7 @@ def test_drift_table(spark, small):
     d = spark.read.format("delta").load(cfg.path("tables", "drift")).toPandas()
     assert len(d) == first["rows"] == second["rows"]  # a rerun replaces its rows
     channels = d[d["kind"] == "channel"]
-    assert len(channels) == len(pipeline.sequences.channels_for(list(cfg.sources))) and channels["psi"].notna().all()
+    assert len(channels) == len(channels_for(list(cfg.sources))) and channels["psi"].notna().all()
     score = d[d["kind"] == "score"].iloc[0]
     assert score["model_version"] == "1" and np.isfinite(score["psi"]) and score["n_actual"] > 0
 
@@ -147,13 +173,18 @@ def test_forget_leaves_the_id_in_no_file(spark, small):
     feats = spark.read.format("delta").load(cfg.features_path)
     q = spark.read.format("delta").load(cfg.quarantine_path)
     first = feats.agg(F.min("user_id")).first()[0]  # a file's min user_id: it sits in the Delta log's statistics
-    quarantined = q.where(F.col("raw_row").contains('"user_id":"cust-')).select(
-        F.get_json_object("raw_row", "$.user_id").alias("u")).join(
-        feats.select(F.col("user_id").alias("u")), "u").orderBy("u").first()[0]
+    quarantined = (
+        q.where(F.col("raw_row").contains('"user_id":"cust-'))
+        .select(F.get_json_object("raw_row", "$.user_id").alias("u"))
+        .join(feats.select(F.col("user_id").alias("u")), "u")
+        .orderBy("u")
+        .first()[0]
+    )
     ids = sorted({first, quarantined})
     # copies outside the tables: a staging export, a report, an MLflow artifact
-    feats.where(F.col("snapshot_date") == F.lit(S)).select("user_id", "label").repartition(2) \
-        .write.mode("overwrite").parquet(cfg.path("staging", "k", "train"))
+    feats.where(F.col("snapshot_date") == F.lit(S)).select("user_id", "label").repartition(2).write.mode(
+        "overwrite"
+    ).parquet(cfg.path("staging", "k", "train"))
     import os
     import shutil
 

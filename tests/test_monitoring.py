@@ -1,4 +1,5 @@
 """Realised-outcome monitoring and the drift table: pure logic on hand-made data (no Spark)."""
+
 import datetime as dt
 import json
 import math
@@ -25,8 +26,10 @@ def test_calibration_by_decile_and_error():
     y = np.array([0, 0, 1, 1], float)
     p = np.array([0.1, 0.3, 0.6, 0.8])
     cal = mon.calibration_by_decile(y, p, p, n=2)
-    assert cal == [{"decile": 1, "users": 2, "mean_predicted": pytest.approx(0.2), "realised_rate": 0.0},
-                   {"decile": 2, "users": 2, "mean_predicted": pytest.approx(0.7), "realised_rate": 1.0}]
+    assert cal == [
+        {"decile": 1, "users": 2, "mean_predicted": pytest.approx(0.2), "realised_rate": 0.0},
+        {"decile": 2, "users": 2, "mean_predicted": pytest.approx(0.7), "realised_rate": 1.0},
+    ]
     assert mon.calibration_error(cal) == pytest.approx((2 * 0.2 + 2 * 0.3) / 4)
     assert math.isnan(mon.calibration_error([]))
 
@@ -39,23 +42,33 @@ def test_high_tier_precision_and_recall():
     assert n == 0 and math.isnan(prec) and math.isnan(rec)
 
 
-@pytest.mark.parametrize("realised,test,margin,flag", [
-    (0.70, 0.80, 0.05, True), (0.76, 0.80, 0.05, False), (0.75, 0.80, 0.05, False),  # exactly at the margin: no
-    (float("nan"), 0.8, 0.05, False), (0.5, None, 0.05, False), (0.79, 0.80, 0.0, True)])
+@pytest.mark.parametrize(
+    "realised,test,margin,flag",
+    [
+        (0.70, 0.80, 0.05, True),
+        (0.76, 0.80, 0.05, False),
+        (0.75, 0.80, 0.05, False),  # exactly at the margin: no
+        (float("nan"), 0.8, 0.05, False),
+        (0.5, None, 0.05, False),
+        (0.79, 0.80, 0.0, True),
+    ],
+)
 def test_auc_flag(realised, test, margin, flag):
     assert mon.auc_below_test(realised, test, margin) is flag
 
 
 def _frame():
     # 8 users of model "3": 4 on the action list (2 contacted, 2 control), 4 not on it
-    return pd.DataFrame({
-        "model_version": ["3"] * 8,
-        "label": [1, 1, 0, 1, 0, 0, 1, 0],
-        "churn_probability": [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1],
-        "raw_score": [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
-        "risk_tier": ["high", "high", "medium", "medium", "low", "low", "low", "low"],
-        "control": [False, True, False, True, None, None, None, None],
-    })
+    return pd.DataFrame(
+        {
+            "model_version": ["3"] * 8,
+            "label": [1, 1, 0, 1, 0, 0, 1, 0],
+            "churn_probability": [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1],
+            "raw_score": [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+            "risk_tier": ["high", "high", "medium", "medium", "low", "low", "low", "low"],
+            "control": [False, True, False, True, None, None, None, None],
+        }
+    )
 
 
 def test_performance_rows_groups_metrics_and_uplift():
@@ -89,12 +102,19 @@ def test_matured_snapshots():
 
 def test_test_roc_auc_by_version(tmp_path):
     (tmp_path / "2026-10-05").mkdir()
-    (tmp_path / "2026-10-05" / "metrics.json").write_text(json.dumps(
-        {"model_version": "1", "models": {"deep": {"roc_auc": 0.81}}}))
+    (tmp_path / "2026-10-05" / "metrics.json").write_text(
+        json.dumps({"model_version": "1", "models": {"deep": {"roc_auc": 0.81}}})
+    )
     (tmp_path / "2026-10-12").mkdir()
-    (tmp_path / "2026-10-12" / "metrics.json").write_text(json.dumps(
-        {"model_version": "2", "models": {"deep": {"roc_auc": 0.77}},
-         "scored_by": {"model_version": "0", "test_metrics": {"roc_auc": 0.7}}}))
+    (tmp_path / "2026-10-12" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model_version": "2",
+                "models": {"deep": {"roc_auc": 0.77}},
+                "scored_by": {"model_version": "0", "test_metrics": {"roc_auc": 0.7}},
+            }
+        )
+    )
     assert mon.test_roc_auc_by_version(str(tmp_path)) == {"0": 0.7, "1": 0.81, "2": 0.77}
 
 

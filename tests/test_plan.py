@@ -1,4 +1,5 @@
 """The snapshot plan: label windows of train, validation and test never overlap across splits. Pure Python."""
+
 import datetime as dt
 
 import pytest
@@ -34,14 +35,19 @@ def test_label_windows_are_disjoint_across_splits(horizon, step, n):
 def test_default_plan_dates():
     plan = snapshot_plan(RUN, 30, 28, 6)
     assert {s.isoformat(): sp for s, sp in plan.items()} == {
-        "2026-06-01": "score", "2026-05-02": "test", "2026-04-02": "validation",
-        "2026-03-03": "train", "2026-02-03": "train", "2026-01-06": "train", "2025-12-09": "train"}
+        "2026-06-01": "score",
+        "2026-05-02": "test",
+        "2026-04-02": "validation",
+        "2026-03-03": "train",
+        "2026-02-03": "train",
+        "2026-01-06": "train",
+        "2025-12-09": "train",
+    }
 
 
 def test_overlapping_plan_is_refused_naming_the_snapshots():
     # the old rule (R - H - i * step with step < H) put validation inside test's label window
-    old = {RUN: "score", dt.date(2026, 5, 2): "test", dt.date(2026, 4, 18): "validation",
-           dt.date(2026, 3, 7): "train"}
+    old = {RUN: "score", dt.date(2026, 5, 2): "test", dt.date(2026, 4, 18): "validation", dt.date(2026, 3, 7): "train"}
     with pytest.raises(ValueError) as e:
         check_plan(old, 30)
     msg = str(e.value)

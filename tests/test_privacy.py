@@ -1,4 +1,5 @@
 """Erasure helpers on hand-made files (no Spark): id matching, scanning, rewriting Parquet/CSV/text."""
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,8 +29,9 @@ def test_id_pattern_matches_whole_tokens_only():
 
 
 def _parquet(path, users):
-    pq.write_table(pa.table({"user_id": users, "x": list(range(len(users))),
-                             "nested": [[{"k": u}] for u in users]}), path)
+    pq.write_table(
+        pa.table({"user_id": users, "x": list(range(len(users))), "nested": [[{"k": u}] for u in users]}), path
+    )
 
 
 def test_scan_decodes_parquet_and_reads_other_files_as_bytes(tmp_path):

@@ -3,6 +3,7 @@
 Every code family gets a user where it must fire and one where it must not. The layout: T = 10 weekly buckets with
 recent_days = 28, so R = 4 recent buckets and 6 earlier ones (windows of different lengths: rates, not totals).
 """
+
 import math
 
 import numpy as np
@@ -15,17 +16,29 @@ from churn_spark.reasons import ReasonSettings, codes_from, group_names, group_s
 
 CHANNELS = ["orders", "views", "reviews", "rating_mean", "active_days"]
 TYPICAL_BUCKET = {"orders": 1.0, "views": 10.0, "reviews": 0.5, "rating_mean": 3.0, "active_days": 3.0}
-TYPICAL_STATIC = {"tenure_days": 365.0, "days_since_last_order": 14.0, "days_since_last_event": 3.0,
-                  "lifetime_orders": 10.0, "lifetime_spend": 500.0, "mean_order_value": 50.0}
+TYPICAL_STATIC = {
+    "tenure_days": 365.0,
+    "days_since_last_order": 14.0,
+    "days_since_last_event": 3.0,
+    "lifetime_orders": 10.0,
+    "lifetime_spend": 500.0,
+    "mean_order_value": 50.0,
+}
 T, R = 10, 4
 
 
 def make_stats(n_buckets=T, bucket_days=7, recent_days=28) -> FeatureStats:
-    return FeatureStats(channels=CHANNELS, n_buckets=n_buckets,
-                        seq_mean=[math.log1p(TYPICAL_BUCKET[c]) for c in CHANNELS], seq_std=[1.0] * len(CHANNELS),
-                        static_mean=[math.log1p(TYPICAL_STATIC[f]) for f in NUMERIC_STATIC],
-                        static_std=[1.0] * len(NUMERIC_STATIC), vocab={"country": ["DE"], "channel": ["organic"]},
-                        bucket_days=bucket_days, recent_days=recent_days)
+    return FeatureStats(
+        channels=CHANNELS,
+        n_buckets=n_buckets,
+        seq_mean=[math.log1p(TYPICAL_BUCKET[c]) for c in CHANNELS],
+        seq_std=[1.0] * len(CHANNELS),
+        static_mean=[math.log1p(TYPICAL_STATIC[f]) for f in NUMERIC_STATIC],
+        static_std=[1.0] * len(NUMERIC_STATIC),
+        vocab={"country": ["DE"], "channel": ["organic"]},
+        bucket_days=bucket_days,
+        recent_days=recent_days,
+    )
 
 
 def user(n_buckets=T, **channels):
@@ -51,16 +64,18 @@ def codes(row, positive, stats=None, settings=None, static_row=None):
 
 # ---- the window: one definition ----------------------------------------------------------------------------
 def test_recent_window_from_config_agrees_with_reasons_and_baselines(tmp_path):
-    for overrides, r, label in [([], 4, "last_4w"),
-                                (["sequence.n_buckets=12", "sequence.bucket_days=3", "sequence.recent_days=10"], 3,
-                                 "last_9d"),
-                                (["sequence.bucket_days=14", "sequence.recent_days=28"], 2, "last_4w"),
-                                (["sequence.n_buckets=3", "sequence.recent_days=365"], 2, "last_2w")]:
+    for overrides, r, label in [
+        ([], 4, "last_4w"),
+        (["sequence.n_buckets=12", "sequence.bucket_days=3", "sequence.recent_days=10"], 3, "last_9d"),
+        (["sequence.bucket_days=14", "sequence.recent_days=28"], 2, "last_4w"),
+        (["sequence.n_buckets=3", "sequence.recent_days=365"], 2, "last_2w"),
+    ]:
         cfg = load_config(None, [f"work_dir={tmp_path}", *overrides])
         s = cfg.sequence
         stats = make_stats(s.n_buckets, s.bucket_days, s.recent_days)  # what training saves in the bundle
-        assert cfg.recent_buckets == recent_window(stats) == recent_buckets(s.n_buckets, s.bucket_days,
-                                                                            s.recent_days) == r
+        assert (
+            cfg.recent_buckets == recent_window(stats) == recent_buckets(s.n_buckets, s.bucket_days, s.recent_days) == r
+        )
         assert window_label(stats) == label
     assert ReasonSettings.from_config(load_config(None, [f"work_dir={tmp_path}"]).scoring) == ReasonSettings()
 
@@ -71,7 +86,7 @@ def test_group_scores_sum_attributions_per_window_and_feature():
     a_static = np.arange(len(NUMERIC_STATIC) + 3, dtype=float)[None, :] + 100  # + 3 one-hot columns, ignored
     groups = group_names(stats)
     assert groups[:4] == [("recent", "orders"), ("earlier", "orders"), ("recent", "views"), ("earlier", "views")]
-    assert groups[-len(NUMERIC_STATIC):] == [("static", f) for f in NUMERIC_STATIC]
+    assert groups[-len(NUMERIC_STATIC) :] == [("static", f) for f in NUMERIC_STATIC]
     g = dict(zip(groups, group_scores(a_seq, a_static, stats)[0], strict=True))
     c = CHANNELS.index("views")
     assert g[("recent", "views")] == sum(t * 5 + c for t in range(T - R, T))
@@ -88,7 +103,8 @@ def test_group_scores_feed_codes_from():
     scores = group_scores(a_seq, np.zeros((1, len(NUMERIC_STATIC))), stats)
     row = user(orders=(2, 0))[None, :]
     assert codes_from(scores, group_names(stats), row, static()[None, :], stats, ReasonSettings()) == [
-        ["orders_down_last_4w"]]
+        ["orders_down_last_4w"]
+    ]
 
 
 # ---- recent vs earlier: rates per day ----------------------------------------------------------------------
@@ -111,8 +127,12 @@ def test_equal_rates_make_no_claim_even_though_totals_differ():
 def test_tolerance_boundary_is_exclusive():
     s = ReasonSettings(tolerance=0.25)
     # earlier 4 per bucket over 6 buckets, recent window of 4 buckets: 25 % below = 12 in total, 25 % above = 20
-    for recent, expected in [([3, 3, 3, 3], []), ([3, 3, 3, 2], ["orders_down_last_4w"]),
-                             ([5, 5, 5, 5], []), ([5, 5, 5, 6], ["orders_up_last_4w"])]:
+    for recent, expected in [
+        ([3, 3, 3, 3], []),
+        ([3, 3, 3, 2], ["orders_down_last_4w"]),
+        ([5, 5, 5, 5], []),
+        ([5, 5, 5, 6], ["orders_up_last_4w"]),
+    ]:
         assert codes(user(orders=[4] * 6 + recent), RECENT_ORDERS, settings=s) == expected, recent
     assert codes(user(orders=(4, 4)), RECENT_ORDERS, settings=ReasonSettings(tolerance=0.0)) == []
 
@@ -140,15 +160,29 @@ def test_no_code_without_a_positive_attribution():
 def test_codes_follow_decreasing_score_skip_groups_without_a_claim_and_stop_at_top():
     row = user(orders=(2, 1), views=(10, 20), active_days=(3, 3))
     st = static(days_since_last_order=60.0, tenure_days=30.0)
-    positive = {("recent", "orders"): 0.2, ("recent", "views"): 0.5, ("recent", "active_days"): 0.9,
-                ("static", "days_since_last_order"): 0.4, ("static", "tenure_days"): 0.1}
+    positive = {
+        ("recent", "orders"): 0.2,
+        ("recent", "views"): 0.5,
+        ("recent", "active_days"): 0.9,
+        ("static", "days_since_last_order"): 0.4,
+        ("static", "tenure_days"): 0.1,
+    }
     # active_days has the largest score but did not change: skipped, not replaced by a false statement
-    assert codes(row, positive, static_row=st) == ["views_up_last_4w", "days_since_last_order_high",
-                                                   "orders_down_last_4w"]
+    assert codes(row, positive, static_row=st) == [
+        "views_up_last_4w",
+        "days_since_last_order_high",
+        "orders_down_last_4w",
+    ]
     assert codes(row, positive, static_row=st, settings=ReasonSettings(top=2)) == [
-        "views_up_last_4w", "days_since_last_order_high"]
+        "views_up_last_4w",
+        "days_since_last_order_high",
+    ]
     assert codes(row, positive, static_row=st, settings=ReasonSettings(top=10)) == [
-        "views_up_last_4w", "days_since_last_order_high", "orders_down_last_4w", "tenure_days_low"]
+        "views_up_last_4w",
+        "days_since_last_order_high",
+        "orders_down_last_4w",
+        "tenure_days_low",
+    ]
 
 
 def test_batch_of_users_is_decided_row_by_row():
@@ -159,7 +193,10 @@ def test_batch_of_users_is_decided_row_by_row():
     rows = np.stack([user(orders=(2, 1)), user(orders=(1, 1)), user(orders=(1, 2))])
     statics = np.stack([static()] * 3)
     assert codes_from(scores, groups, rows, statics, stats, ReasonSettings()) == [
-        ["orders_down_last_4w"], [], ["orders_up_last_4w"]]
+        ["orders_down_last_4w"],
+        [],
+        ["orders_up_last_4w"],
+    ]
     assert codes_from(scores[:0], groups, rows[:0], statics[:0], stats, ReasonSettings()) == []
 
 
@@ -217,7 +254,8 @@ def test_a_bad_recent_mean_is_reported_as_bad_review():
 def test_bad_review_before_only_for_a_bad_earlier_mean():
     assert codes(user(**reviews([(1, 2.0)] * 6, [(0, 0)] * 4)), EARLIER_RATING) == ["bad_review_before_last_4w"]
     assert codes(user(**reviews([(1, 2.0), (1, 3.0)] * 3, [(0, 0)] * 4)), EARLIER_RATING) == [
-        "bad_review_before_last_4w"]  # mean exactly 2.5
+        "bad_review_before_last_4w"
+    ]  # mean exactly 2.5
     assert codes(user(**reviews([(1, 4.0)] * 6, [(1, 1.0)] * 4)), EARLIER_RATING) == []
     assert codes(user(**reviews([(0, 0)] * 6, [(1, 1.0)] * 4)), EARLIER_RATING) == []
 
@@ -240,7 +278,8 @@ def test_static_high_and_low_against_the_typical_user():
     assert codes(user(), g, static_row=static(days_since_last_order=14.0)) == []
     assert codes(user(), g, static_row=static(days_since_last_order=14.5)) == []  # within 5 %
     assert codes(user(), g, static_row=static(days_since_last_order=float("nan"))) == [
-        "days_since_last_order_low"]  # missing is 0 for the model too
+        "days_since_last_order_low"
+    ]  # missing is 0 for the model too
 
 
 @pytest.mark.parametrize("ch", ["orders", "views", "reviews", "active_days"])

@@ -1,6 +1,7 @@
 """The weekly HTML report: rendered from hand-built ReportData (no Spark), the drift arithmetic on hand-made counts,
 the Spark drift aggregation on a tiny table, the template from a zipped package, and (slow) the numbers of a real
 weekly run against MLflow and Delta."""
+
 from __future__ import annotations
 
 import base64
@@ -49,8 +50,9 @@ def numbers(data: ReportData) -> dict:
             out.update({f"{prefix}{name}.{k}": v for k, v in d.items() if _finite(v)})
     gate = data.gate()
     out["gate.promoted"] = int(gate.promoted)
-    out.update({f"gate.{k}": getattr(gate, k) for k in ("candidate", "champion", "margin")
-                if getattr(gate, k) is not None})
+    out.update(
+        {f"gate.{k}": getattr(gate, k) for k in ("candidate", "champion", "margin") if getattr(gate, k) is not None}
+    )
     tiers = data.score_tiers()
     out.update({f"tier.{t}": n for t, n in tiers.items()})
     out["users_scored"] = sum(tiers.values())
@@ -73,21 +75,58 @@ def _metrics(rng: np.random.Generator) -> dict:
         d["n_users"] = 2000
         models[m] = d
     return {
-        "run_date": RUN.isoformat(), "run_id": "abc123mlflowrun", "model_name": "churn-spark-cnn-rnn",
-        "model_version": "3", "features_version": 5,
-        "snapshots": {"train": ["2026-06-11", "2026-07-09", "2026-08-06"], "validation": ["2026-09-03"],
-                      "test": ["2026-10-03"], "score": [RUN.isoformat()]},
+        "run_date": RUN.isoformat(),
+        "run_id": "abc123mlflowrun",
+        "model_name": "churn-spark-cnn-rnn",
+        "model_version": "3",
+        "features_version": 5,
+        "snapshots": {
+            "train": ["2026-06-11", "2026-07-09", "2026-08-06"],
+            "validation": ["2026-09-03"],
+            "test": ["2026-10-03"],
+            "score": [RUN.isoformat()],
+        },
         "models": models,
-        "validation": {m: {"brier_raw": float(rng.uniform(0.1, 0.3)), "brier_calibrated": float(rng.uniform(0.1, 0.2)),
-                           "threshold": float(rng.uniform(0.2, 0.6))} for m in MODELS},
-        "gate": {"metric": "pr_auc", "margin": 0.0, "candidate": models["deep"]["pr_auc"], "champion": 0.41,
-                 "champion_version": "2", "promoted": True, "reason": "beats champion <by a margin> & more"},
-        "training": {"ranks": [{"rank": 0, "host": "node-a", "samples_per_s": 1510.5, "epochs_run": 8,
-                                "resumed": False, "weights_digest": "d1" * 32},
-                               {"rank": 1, "host": "node-b", "samples_per_s": 1488.25, "epochs_run": 8,
-                                "resumed": False, "weights_digest": "d1" * 32}],
-                     "samples_per_s_total": 2998.75, "epochs": 8,
-                     "history": {"loss": list(np.linspace(0.7, 0.4, 8)), "val_loss": list(np.linspace(0.72, 0.45, 8))}},
+        "validation": {
+            m: {
+                "brier_raw": float(rng.uniform(0.1, 0.3)),
+                "brier_calibrated": float(rng.uniform(0.1, 0.2)),
+                "threshold": float(rng.uniform(0.2, 0.6)),
+            }
+            for m in MODELS
+        },
+        "gate": {
+            "metric": "pr_auc",
+            "margin": 0.0,
+            "candidate": models["deep"]["pr_auc"],
+            "champion": 0.41,
+            "champion_version": "2",
+            "promoted": True,
+            "reason": "beats champion <by a margin> & more",
+        },
+        "training": {
+            "ranks": [
+                {
+                    "rank": 0,
+                    "host": "node-a",
+                    "samples_per_s": 1510.5,
+                    "epochs_run": 8,
+                    "resumed": False,
+                    "weights_digest": "d1" * 32,
+                },
+                {
+                    "rank": 1,
+                    "host": "node-b",
+                    "samples_per_s": 1488.25,
+                    "epochs_run": 8,
+                    "resumed": False,
+                    "weights_digest": "d1" * 32,
+                },
+            ],
+            "samples_per_s_total": 2998.75,
+            "epochs": 8,
+            "history": {"loss": list(np.linspace(0.7, 0.4, 8)), "val_loss": list(np.linspace(0.72, 0.45, 8))},
+        },
     }
 
 
@@ -105,30 +144,70 @@ def make_data(seed: int = 3, n: int = 2000) -> ReportData:
         for t, base in (("high", 300), ("medium", 700), ("low", 3000)):
             tier_rows.append((s, t, base + 17 * i + int(rng.integers(0, 50))))
     probs = rng.beta(2, 5, 4000)
-    top = pd.DataFrame({
-        "risk_rank": range(1, 11), "user_id": [f"top-user-{i}" for i in range(1, 11)],
-        "churn_probability": np.sort(rng.uniform(0.8, 0.99, 10))[::-1],
-        "risk_tier": "high", "risk_percentile": np.linspace(1.0, 0.998, 10),
-        "top_reasons": [[f"spend_trend_{i}", "days_since_last_order < 30 & rising"] for i in range(1, 11)],
-    })
-    psi_df = pd.DataFrame({"channel": ["orders", "spend", "views", "active_days"],
-                           "psi": [0.0123, 0.0871, 0.4567, 0.2],
-                           "n_expected": [9000] * 4, "n_actual": [3100] * 4, "n_bins": [10, 10, 8, 10]})
-    quarantine = pd.DataFrame({"source": ["events", "orders", "orders"],
-                               "reason": ["unknown_event_type", "exact_duplicate", "negative_amount"],
-                               "n": [12, 5, 7]})
-    ingest = {"orders": {"rows_in": 10012, "used": 10000, "quarantined": 7, "deduplicated": 5,
-                         "by_reason": {"negative_amount": 7, "exact_duplicate": 5}},
-              "events": {"rows_in": 50012, "used": 50000, "quarantined": 12, "deduplicated": 1,
-                         "by_reason": {"unknown_event_type": 12}}}  # deliberately unbalanced
+    top = pd.DataFrame(
+        {
+            "risk_rank": range(1, 11),
+            "user_id": [f"top-user-{i}" for i in range(1, 11)],
+            "churn_probability": np.sort(rng.uniform(0.8, 0.99, 10))[::-1],
+            "risk_tier": "high",
+            "risk_percentile": np.linspace(1.0, 0.998, 10),
+            "top_reasons": [[f"spend_trend_{i}", "days_since_last_order < 30 & rising"] for i in range(1, 11)],
+        }
+    )
+    psi_df = pd.DataFrame(
+        {
+            "channel": ["orders", "spend", "views", "active_days"],
+            "psi": [0.0123, 0.0871, 0.4567, 0.2],
+            "n_expected": [9000] * 4,
+            "n_actual": [3100] * 4,
+            "n_bins": [10, 10, 8, 10],
+        }
+    )
+    quarantine = pd.DataFrame(
+        {
+            "source": ["events", "orders", "orders"],
+            "reason": ["unknown_event_type", "exact_duplicate", "negative_amount"],
+            "n": [12, 5, 7],
+        }
+    )
+    ingest = {
+        "orders": {
+            "rows_in": 10012,
+            "used": 10000,
+            "quarantined": 7,
+            "deduplicated": 5,
+            "by_reason": {"negative_amount": 7, "exact_duplicate": 5},
+        },
+        "events": {
+            "rows_in": 50012,
+            "used": 50000,
+            "quarantined": 12,
+            "deduplicated": 1,
+            "by_reason": {"unknown_event_type": 12},
+        },
+    }  # deliberately unbalanced
     return ReportData(
-        run_date=RUN, metrics=_metrics(rng), test_scores=pd.DataFrame(scores),
+        run_date=RUN,
+        metrics=_metrics(rng),
+        test_scores=pd.DataFrame(scores),
         tier_counts=pd.DataFrame(tier_rows, columns=["snapshot_date", "risk_tier", "n"]),
-        histogram=histogram_counts(probs), top_users=top,
-        scoring={"rows": 4000, "model_names": ["churn-spark-cnn-rnn"], "model_versions": ["3"],
-                 "run_ids": ["score-run-1"], "scored_at": dt.datetime(2026, 11, 2, 6, 0), "feature_table_version": 5},
-        tier_thresholds={"high": 0.5, "medium": 0.25}, psi=psi_df, psi_threshold=0.2,
-        quarantine=quarantine, ingest_summary=ingest, notes=["synthetic <data> for tests"])
+        histogram=histogram_counts(probs),
+        top_users=top,
+        scoring={
+            "rows": 4000,
+            "model_names": ["churn-spark-cnn-rnn"],
+            "model_versions": ["3"],
+            "run_ids": ["score-run-1"],
+            "scored_at": dt.datetime(2026, 11, 2, 6, 0),
+            "feature_table_version": 5,
+        },
+        tier_thresholds={"high": 0.5, "medium": 0.25},
+        psi=psi_df,
+        psi_threshold=0.2,
+        quarantine=quarantine,
+        ingest_summary=ingest,
+        notes=["synthetic <data> for tests"],
+    )
 
 
 def with_new_keys(d: ReportData) -> ReportData:
@@ -136,13 +215,23 @@ def with_new_keys(d: ReportData) -> ReportData:
     m = d.metrics
     champ = dict(m["models"]["deep"], roc_auc=0.6543, pr_auc=0.4321)
     m["scored_by"] = {"model_version": "2", "role": "champion", "test_metrics": champ}
-    m["gate"].update(promoted=False, comparable=True, interval=[-0.0123, 0.0456], confidence=0.95,
-                     champion_metrics=champ, improvement=0.0167,
-                     reason="improvement +0.0167 on pr_auc, 95% interval [-0.0123, +0.0456] does not clear 0.0")
-    m["tiers"] = {"mode": "share", "test": {
-        "low": {"users": 1400, "churn_rate": 0.1, "mean_probability": 0.1234},
-        "high": {"users": 200, "churn_rate": 0.615, "mean_probability": 0.5678},
-        "medium": {"users": 400, "churn_rate": 0.3, "mean_probability": 0.31}}}
+    m["gate"].update(
+        promoted=False,
+        comparable=True,
+        interval=[-0.0123, 0.0456],
+        confidence=0.95,
+        champion_metrics=champ,
+        improvement=0.0167,
+        reason="improvement +0.0167 on pr_auc, 95% interval [-0.0123, +0.0456] does not clear 0.0",
+    )
+    m["tiers"] = {
+        "mode": "share",
+        "test": {
+            "low": {"users": 1400, "churn_rate": 0.1, "mean_probability": 0.1234},
+            "high": {"users": 200, "churn_rate": 0.615, "mean_probability": 0.5678},
+            "medium": {"users": 400, "churn_rate": 0.3, "mean_probability": 0.31},
+        },
+    }
     for v in m["validation"].values():
         v["brier_calibrated_cv"] = v.pop("brier_calibrated") + 0.5
     d.top_users = d.top_users.assign(raw_score=np.linspace(3.5, 2.5, len(d.top_users)))
@@ -171,7 +260,7 @@ def _cells(row: str) -> list:
 
 
 def _between(page: str, start: str, end: str) -> str:
-    return page[page.index(start):page.index(end, page.index(start))]
+    return page[page.index(start) : page.index(end, page.index(start))]
 
 
 # ---- the page -----------------------------------------------------------------------------------------------
@@ -223,7 +312,9 @@ def test_every_model_metric_with_4_decimals(page, data):
 def test_tier_counts(page, data):
     tiers = data.score_tiers()
     tc = data.tier_counts
-    expected = {t: int(tc[(tc.snapshot_date == RUN) & (tc.risk_tier == t)]["n"].iloc[0]) for t in ("high", "medium", "low")}
+    expected = {
+        t: int(tc[(tc.snapshot_date == RUN) & (tc.risk_tier == t)]["n"].iloc[0]) for t in ("high", "medium", "low")
+    }
     assert tiers == expected
     for t, n in expected.items():
         assert f"{n:,}" in _row(page, t)
@@ -394,8 +485,10 @@ def test_template_loads_from_the_zipped_package(tmp_path):
             z.write(root, os.path.relpath(root, REPO))
             for f in sorted(f for f in files if not f.endswith(".pyc")):
                 z.write(os.path.join(root, f), os.path.relpath(os.path.join(root, f), REPO))
-    code = ("import datetime, churn_spark.report as r; from churn_spark.report_data import ReportData; "
-            "print(r.__file__); print(r.render(ReportData(run_date=datetime.date(2026, 1, 5), metrics={}))[-7:])")
+    code = (
+        "import datetime, churn_spark.report as r; from churn_spark.report_data import ReportData; "
+        "print(r.__file__); print(r.render(ReportData(run_date=datetime.date(2026, 1, 5), metrics={}))[-7:])"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(zpath), sysconfig.get_paths()["purelib"]])}
     out = subprocess.run([sys.executable, "-S", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -425,8 +518,14 @@ def test_distinct_edges_collapse_ties():
 
 
 def test_psi_table_from_counts():
-    counts = {("expected", 0, 0): 50, ("expected", 0, 1): 50, ("actual", 0, 0): 25, ("actual", 0, 1): 75,
-              ("expected", 1, 0): 10, ("actual", 1, 0): 4}
+    counts = {
+        ("expected", 0, 0): 50,
+        ("expected", 0, 1): 50,
+        ("actual", 0, 0): 25,
+        ("actual", 0, 1): 75,
+        ("expected", 1, 0): 10,
+        ("actual", 1, 0): 4,
+    }
     t = psi_table(["orders", "views"], [[1.0], []], counts)
     assert t["channel"].tolist() == ["orders", "views"] and t["n_bins"].tolist() == [2, 1]
     assert t["n_expected"].tolist() == [100, 10] and t["n_actual"].tolist() == [100, 4]

@@ -1,4 +1,5 @@
 """The weekly run lock on a real Delta table: one winner, a clear refusal naming the owner, release, stale takeover."""
+
 import threading
 import time
 

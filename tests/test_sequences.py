@@ -1,17 +1,18 @@
 """Spark sequences vs the independent pandas reference, edge cases, leakage, idempotent writes."""
+
 import datetime as dt
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_config
 from pyspark.sql import functions as F
 
 from churn_spark.feature_spec import NUMERIC_STATIC, snapshot_plan
 from churn_spark.generator import LakeSpec, generate
 from churn_spark.lake import ingest
 from churn_spark.reference import build_reference
-from churn_spark.sequences import build_features, write_features
-from conftest import make_config
+from churn_spark.sequences import build_features, build_from_config, write_features
 
 T, B, H, LOOKBACK = 6, 7, 30, 60
 RUN = dt.date(2026, 6, 1)
@@ -20,10 +21,12 @@ KW = dict(n_buckets=T, bucket_days=B, lookback_days=LOOKBACK, horizon_days=H, as
 
 
 def _spark_tables(spark, pdfs):
-    schemas = {"orders": "user_id string, ts timestamp, amount double, n_items double, status string",
-               "events": "user_id string, ts timestamp, event_type string",
-               "reviews": "user_id string, ts timestamp, rating double",
-               "users": "user_id string, ts timestamp, country string, channel string"}
+    schemas = {
+        "orders": "user_id string, ts timestamp, amount double, n_items double, status string",
+        "events": "user_id string, ts timestamp, event_type string",
+        "reviews": "user_id string, ts timestamp, rating double",
+        "users": "user_id string, ts timestamp, country string, channel string",
+    }
     return {k: spark.createDataFrame(v.astype(object).where(v.notna(), None), schemas[k]) for k, v in pdfs.items()}
 
 
@@ -60,26 +63,38 @@ def hand_made():
     S = dt.date(2026, 5, 2)  # the test snapshot of PLAN
     assert PLAN[S] == "test"
     at = lambda d, h=12: _ts(S) + pd.Timedelta(days=d, hours=h)  # noqa: E731
-    orders = pd.DataFrame([
-        ("single", at(-3), 20.0, 1.0, "completed"),               # a user with a single order
-        ("edge", _ts(S), 10.0, 1.0, "completed"),                  # exactly at S: label window, not features
-        ("edge", _ts(S) - pd.Timedelta(days=T * B), 7.0, 2.0, "completed"),  # exactly S - B*T: bucket 0
-        ("edge", at(-T * B - 1), 5.0, 1.0, "completed"),           # before the window: lifetime only
-        ("edge", at(-10), 30.0, 3.0, "refunded"),                  # a return
-        ("edge", at(-2), 15.0, 1.0, None),                         # null status counts as a purchase
-        ("horizon", at(-1), 9.0, 1.0, "completed"),
-        ("horizon", _ts(S) + pd.Timedelta(days=H), 9.0, 1.0, "completed"),  # at S + H: outside the label window
-        ("gap", at(-40), 12.0, 1.0, "completed"),                  # empty recent buckets
-    ], columns=["user_id", "ts", "amount", "n_items", "status"])
-    events = pd.DataFrame([
-        ("edge", at(-1), "view"), ("edge", at(-1, 13), "cart"), ("edge", at(-8), "search"),
-        ("edge", at(-8), "favorite"), ("browser", at(-1), "view"),  # events but no orders: not eligible
-        ("gap", at(-41), "view"),
-    ], columns=["user_id", "ts", "event_type"])
-    reviews = pd.DataFrame([("edge", at(-9), 2.0), ("edge", at(-9, 14), 5.0), ("single", at(-2), 1.0)],
-                           columns=["user_id", "ts", "rating"])
-    users = pd.DataFrame([("edge", _ts("2025-01-01"), "DE", "ads"), ("single", _ts("2026-04-20"), None, "organic")],
-                         columns=["user_id", "ts", "country", "channel"])
+    orders = pd.DataFrame(
+        [
+            ("single", at(-3), 20.0, 1.0, "completed"),  # a user with a single order
+            ("edge", _ts(S), 10.0, 1.0, "completed"),  # exactly at S: label window, not features
+            ("edge", _ts(S) - pd.Timedelta(days=T * B), 7.0, 2.0, "completed"),  # exactly S - B*T: bucket 0
+            ("edge", at(-T * B - 1), 5.0, 1.0, "completed"),  # before the window: lifetime only
+            ("edge", at(-10), 30.0, 3.0, "refunded"),  # a return
+            ("edge", at(-2), 15.0, 1.0, None),  # null status counts as a purchase
+            ("horizon", at(-1), 9.0, 1.0, "completed"),
+            ("horizon", _ts(S) + pd.Timedelta(days=H), 9.0, 1.0, "completed"),  # at S + H: outside the label window
+            ("gap", at(-40), 12.0, 1.0, "completed"),  # empty recent buckets
+        ],
+        columns=["user_id", "ts", "amount", "n_items", "status"],
+    )
+    events = pd.DataFrame(
+        [
+            ("edge", at(-1), "view"),
+            ("edge", at(-1, 13), "cart"),
+            ("edge", at(-8), "search"),
+            ("edge", at(-8), "favorite"),
+            ("browser", at(-1), "view"),  # events but no orders: not eligible
+            ("gap", at(-41), "view"),
+        ],
+        columns=["user_id", "ts", "event_type"],
+    )
+    reviews = pd.DataFrame(
+        [("edge", at(-9), 2.0), ("edge", at(-9, 14), 5.0), ("single", at(-2), 1.0)], columns=["user_id", "ts", "rating"]
+    )
+    users = pd.DataFrame(
+        [("edge", _ts("2025-01-01"), "DE", "ads"), ("single", _ts("2026-04-20"), None, "organic")],
+        columns=["user_id", "ts", "country", "channel"],
+    )
     return {"orders": orders, "events": events, "reviews": reviews, "users": users}
 
 
@@ -112,8 +127,23 @@ def test_timezone_aware_input_equals_naive_utc(spark):
     for v in aware.values():
         v["ts"] = pd.to_datetime(v["ts"]).dt.tz_localize("UTC").dt.tz_convert("Asia/Kolkata")
     # Spark receives the same instants; the reference must agree with itself across representations
-    assert_same(build_reference(_reference_input(aware), PLAN, **KW), build_reference(_reference_input(pdfs), PLAN, **KW))
+    assert_same(
+        build_reference(_reference_input(aware), PLAN, **KW), build_reference(_reference_input(pdfs), PLAN, **KW)
+    )
     assert_same(_spark_features(spark, pdfs), build_reference(_reference_input(aware), PLAN, **KW))
+
+
+def test_configured_return_statuses_decide_returns(spark):
+    """Spark and the oracle both take the configured return statuses (compared lower-case) instead of a constant."""
+    pdfs = hand_made()
+    pdfs["orders"]["status"] = pdfs["orders"]["status"].replace({"refunded": "returned"})
+    got = _spark_features(spark, pdfs, return_statuses=["Returned"])
+    assert_same(got, build_reference(_reference_input(pdfs), PLAN, return_statuses=["Returned"], **KW))
+    edge = got[(got.user_id == "edge") & (got.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
+    assert edge.lifetime_orders == 3.0 and np.asarray(edge.sequence).reshape(T, -1)[4, 3] == 1.0  # one return
+    as_default = _spark_features(spark, pdfs)  # "returned" is no default return status: a purchase
+    edge = as_default[(as_default.user_id == "edge") & (as_default.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
+    assert edge.lifetime_orders == 4.0 and np.asarray(edge.sequence).reshape(T, -1)[4, 3] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +218,7 @@ def test_feature_table_write_is_idempotent_per_snapshot(spark, tmp_path):
     assert v1 == v0 + 1 and t.count() == n
     assert t.groupBy("user_id", "snapshot_date").count().where("count > 1").count() == 0
     # rewriting one snapshot leaves the others alone
-    one = sorted(PLAN)[0]
+    one = next(d for d, split in PLAN.items() if split == "validation")  # the hand-made users are eligible there
     n_one = t.where(F.col("snapshot_date") == F.lit(one)).count()
     assert n_one > 0
     write_features(df.where(F.col("snapshot_date") == F.lit(one)).limit(0), path, [one], {})
@@ -196,6 +226,90 @@ def test_feature_table_write_is_idempotent_per_snapshot(spark, tmp_path):
     assert after.where(F.col("snapshot_date") == F.lit(one)).count() == 0
     assert after.count() == n - n_one
     import json
+
     from delta.tables import DeltaTable
+
     meta = DeltaTable.forPath(spark, path).history().where(f"version = {v1}").select("userMetadata").first()[0]
     assert json.loads(meta)["inputs"]["orders"]["version"] == 3
+
+
+def _boundary_lake(spark, cfg):
+    """Rows 30 minutes either side of UTC midnights that are bucket and snapshot boundaries, in every input type:
+    naive strings (UTC orders, New York events), strings with an offset, a TIMESTAMP column and a DATE column."""
+    lake = cfg.lake_dir
+    spark.createDataFrame(
+        [
+            ("a", "2026-05-10 23:30:00", 10.0, 1, "completed"),  # last day of bucket 2 for S = 2026-05-18
+            ("a", "2026-05-11 00:30:00", 20.0, 2, "completed"),  # first day of bucket 3
+            ("b", "2026-05-17 23:30:00", 5.0, 1, "completed"),  # the day before S: a feature, and b is eligible
+            ("c", "2026-05-05T12:00:00Z", 7.0, 1, "completed"),
+            ("c", "2026-05-18 00:30:00", 7.0, 1, "completed"),  # inside S's label window: c did not churn
+        ],
+        "user_id string, order_ts string, amount double, n_items int, status string",
+    ).write.format("delta").save(f"{lake}/orders")
+    spark.createDataFrame(
+        [
+            ("a", "2026-05-10 19:30:00", "view"),  # New York wall clock = 23:30 UTC May 10
+            ("a", "2026-05-11T00:30:00+00:00", "cart"),
+        ],
+        "user_id string, event_ts string, event_type string",
+    ).write.format("delta").save(f"{lake}/events")
+    spark.createDataFrame(
+        [("a", int(pd.Timestamp("2026-05-10 23:30", tz="UTC").timestamp()), 4)], "user_id string, secs long, rating int"
+    ).select("user_id", F.timestamp_seconds("secs").alias("review_ts"), "rating").write.format("delta").save(
+        f"{lake}/reviews"
+    )
+    spark.createDataFrame(
+        [("a", dt.date(2026, 1, 1), "DE", "ads"), ("b", dt.date(2026, 5, 1), "FR", "organic")],
+        "user_id string, signup_ts date, country string, channel string",
+    ).write.format("delta").save(f"{lake}/users")
+
+
+def test_features_do_not_depend_on_the_session_time_zone(spark, tmp_path):
+    """UTC days and buckets whatever spark.sql.session.timeZone is (a cluster may submit with Europe/Paris)."""
+    run = dt.date(2026, 6, 1)
+    cfg = make_config(
+        tmp_path,
+        "sources.events.timezone=America/New_York",
+        "sequence.n_buckets=4",
+        "sequence.bucket_days=7",
+        "snapshots.horizon_days=14",
+        "snapshots.step_days=7",
+        "snapshots.n_labelled=3",
+    )
+    _boundary_lake(spark, cfg)
+    before = spark.conf.get("spark.sql.session.timeZone")
+    rows = {}
+    try:
+        for zone in ("Europe/Paris", "UTC", "Asia/Tokyo"):
+            spark.conf.set("spark.sql.session.timeZone", zone)
+            res = ingest(spark, cfg, "r", run)
+            rows[zone] = sorted(
+                (
+                    r.user_id,
+                    r.snapshot_date,
+                    r.split,
+                    r.label,
+                    tuple(r.sequence),
+                    *[r[c] for c in NUMERIC_STATIC],
+                    r.country,
+                    r.channel,
+                )
+                for r in build_from_config(spark, cfg, res.tables, run).collect()
+            )
+            res.release()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", before)
+    assert rows["Europe/Paris"] == rows["UTC"] == rows["Asia/Tokyo"]
+    test = {r[0]: r for r in rows["UTC"] if r[1] == dt.date(2026, 5, 18)}
+    assert sorted(test) == ["a", "b", "c"] and {r[2] for r in test.values()} == {"test"}
+    # channels: orders spend items returns views carts favourites searches reviews rating_mean active_days
+    seq = np.asarray(test["a"][4]).reshape(4, -1)
+    np.testing.assert_array_equal(seq[2], [1, 10, 1, 0, 1, 0, 0, 0, 1, 4, 1])
+    np.testing.assert_array_equal(seq[3], [1, 20, 2, 0, 0, 1, 0, 0, 0, 0, 1])
+    assert seq[:2].sum() == 0
+    labels = {u: r[3] for u, r in test.items()}
+    assert labels == {"a": 1.0, "b": 1.0, "c": 0.0}
+    statics = dict(zip(NUMERIC_STATIC, test["b"][5:11]))
+    assert statics["days_since_last_order"] == 1.0 and statics["tenure_days"] == 17.0
+    assert dict(zip(NUMERIC_STATIC, test["a"][5:11]))["tenure_days"] == 137.0

@@ -1,10 +1,12 @@
 """The session factory: Delta wired in, local defaults, spark-submit settings never overridden, clear Delta errors."""
+
 import subprocess
 import sys
 import textwrap
 
-from churn_spark.session import resolve_settings
 from conftest import REPO, make_config
+
+from churn_spark.session import resolve_settings
 
 
 def test_session_has_delta_and_utc(spark, tmp_path):
@@ -26,8 +28,7 @@ def test_local_mode_binds_to_localhost_and_config_wins_over_defaults(tmp_path):
 
 def test_spark_submit_settings_are_never_clobbered(tmp_path):
     cfg = make_config(tmp_path)
-    submitted = {"spark.master": "yarn", "spark.sql.shuffle.partitions": "400",
-                 "spark.sql.extensions": "my.Extension"}
+    submitted = {"spark.master": "yarn", "spark.sql.shuffle.partitions": "400", "spark.sql.extensions": "my.Extension"}
     local, s = resolve_settings(cfg, submitted)
     assert not local
     assert not set(submitted) & set(s)  # nothing spark-submit set is applied again
@@ -36,9 +37,11 @@ def test_spark_submit_settings_are_never_clobbered(tmp_path):
 
 def test_unresolvable_delta_jars_fail_fast_with_instructions(tmp_path):
     ivy = tmp_path / "ivysettings.xml"
-    ivy.write_text(textwrap.dedent(f"""\
+    ivy.write_text(
+        textwrap.dedent(f"""\
         <ivysettings><settings defaultResolver="none"/><caches defaultCacheDir="{tmp_path / 'cache'}"/>
-        <resolvers><chain name="none"/></resolvers></ivysettings>"""))
+        <resolvers><chain name="none"/></resolvers></ivysettings>""")
+    )
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(REPO / 'tests')!r})
         from conftest import make_config

@@ -1,16 +1,17 @@
 """Horovod training on Spark (2 real ranks on local[2]) with baselines, calibration, MLflow, gate and resume."""
+
 import json
 import zlib
 from pathlib import Path
 
 import pytest
+from conftest import make_config
+from planted import OVERRIDES, RUN, write_planted
 
 from churn_spark import registry
 from churn_spark.pipeline import build_sequences
 from churn_spark.promotion import gate, validate
 from churn_spark.train import load_splits, train
-from conftest import make_config
-from planted import OVERRIDES, RUN, write_planted
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +41,18 @@ def test_deep_model_finds_the_trend_that_rfm_cannot_see(planted):
     assert m["deep"]["roc_auc"] > 0.8, m["deep"]
     assert m["deep"]["roc_auc"] > m["lr_rfm"]["roc_auc"] + 0.15, (m["deep"]["roc_auc"], m["lr_rfm"]["roc_auc"])
     assert m["deep"]["n_users"] == m["lr_rfm"]["n_users"] == m["gbt"]["n_users"] > 100
-    for key in ("pr_auc", "log_loss", "brier", "precision", "recall", "f1", "precision_top10", "recall_top20",
-                "lift_top10", "base_rate"):
+    for key in (
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "precision",
+        "recall",
+        "f1",
+        "precision_top10",
+        "recall_top20",
+        "lift_top10",
+        "base_rate",
+    ):
         assert key in m["deep"]
 
 
@@ -55,7 +66,8 @@ def test_cross_fitted_calibration_reduces_brier_on_validation(planted):
 def test_temporal_split_never_trains_on_the_test_snapshot(planted, spark):
     cfg, built, r, _ = planted
     snaps = r.metrics["snapshots"]
-    assert snaps["test"] == ["2026-05-02"] and snaps["validation"] == ["2026-04-04"]
+    assert snaps["test"] == ["2026-05-02"] and snaps["validation"] == ["2026-04-02"]
+    assert sorted(snaps["train"]) == ["2026-02-03", "2026-03-03"]
     assert max(snaps["train"]) < min(snaps["validation"]) < min(snaps["test"])
     splits = load_splits(spark, cfg, RUN, built["features_version"])
     assert {str(x[0]) for x in splits["train"].select("snapshot_date").distinct().collect()} == set(snaps["train"])
@@ -94,6 +106,7 @@ def test_gate_promotes_only_beyond_the_bootstrap_interval(planted, spark):
     cfg, built, r, _ = planted
     test_df = load_splits(spark, cfg, RUN, built["features_version"])["test"]
     contract = cfg.feature_contract
+
     def crc_noise(d):
         return d["user_id"].astype(str).map(lambda u: zlib.crc32(u.encode()) % 97 / 97.0)
 
@@ -151,8 +164,9 @@ def test_rerun_resumes_from_the_rank0_checkpoint(planted, spark):
 
 def test_dry_run_validation_records_but_does_not_promote(planted, spark):
     cfg, built, first, _ = planted
-    dry = make_config(Path(cfg.work_dir), *OVERRIDES, "registry.validation_mode=dry_run",
-                      "registry.incompatible_champion=promote")
+    dry = make_config(
+        Path(cfg.work_dir), *OVERRIDES, "registry.validation_mode=dry_run", "registry.incompatible_champion=promote"
+    )
     champion_before = str(registry.champion(cfg).version)
     verdict = validate(spark, dry, RUN, first.model_version)
     assert verdict["mode"] == "dry_run" and verdict["promoted"] is False
@@ -184,10 +198,27 @@ def test_registered_version_is_a_real_mlflow_model_with_the_scorers_probabilitie
     np.testing.assert_allclose(got["raw_score"], want["raw_probability"], rtol=1e-5, atol=1e-7)
     inp = tmp_path / "rows.json"
     inp.write_text(pdf.drop(columns=["label", "snapshot_date", "split"], errors="ignore").to_json(orient="split"))
-    out = subprocess.run([sys.executable, "-m", "mlflow", "models", "predict", "-m", uri, "-i", str(inp), "-t", "json",
-                          "--env-manager", "local"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking_uri})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "predict",
+            "-m",
+            uri,
+            "-i",
+            str(inp),
+            "-t",
+            "json",
+            "--env-manager",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking_uri},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    preds = json.loads(out.stdout[out.stdout.index("{"):])["predictions"]
-    np.testing.assert_allclose([p["churn_probability"] for p in preds], want["churn_probability"], rtol=1e-5,
-                               atol=1e-7)
+    preds = json.loads(out.stdout[out.stdout.index("{") :])["predictions"]
+    np.testing.assert_allclose([p["churn_probability"] for p in preds], want["churn_probability"], rtol=1e-5, atol=1e-7)

@@ -1,5 +1,6 @@
 """Fast unit tests (no Spark job, no training) for the logic that decides ranks, tiers, metrics, calibration quality,
 promotion, data sufficiency and model/feature compatibility -- each on hand-made inputs."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +17,9 @@ from churn_spark.train import SPLITS, TrainingError, check_enough_data, weights_
 # ---- ranking metrics do not depend on row order; they use the raw score ------------------------------------
 def test_top_share_counts_ties_by_expected_share_whatever_the_row_order():
     y = np.array([1, 0, 0, 1, 1, 0, 0, 0, 0, 0], float)
-    s = np.array([.9, .8, .8, .8, .1, .1, .1, .1, .1, .1])  # 3 users tie for places 2-4; the top 20% is 2 users
+    s = np.array(
+        [0.9, 0.8, 0.8, 0.8, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    )  # 3 users tie for places 2-4; the top 20% is 2 users
     p, r = top_share(y, s, 0.2)
     assert p == pytest.approx((1 + 1 / 3) / 2) and r == pytest.approx((1 + 1 / 3) / 3)
     rng = np.random.default_rng(0)
@@ -27,8 +30,8 @@ def test_top_share_counts_ties_by_expected_share_whatever_the_row_order():
 
 def test_report_ranks_on_raw_score_and_measures_probabilities_calibrated():
     y = np.array([1, 1, 0, 0, 1, 0], float)
-    raw = np.array([.9, .8, .7, .6, .5, .4])
-    plateau = np.array([.5, .5, .5, .5, .5, .5])  # an isotonic plateau: every user equal after calibration
+    raw = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    plateau = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])  # an isotonic plateau: every user equal after calibration
     m = classification_report(y, plateau, 0.5, score=raw)
     assert m["roc_auc"] == pytest.approx(7 / 9)  # from the raw score, not 0.5 from the plateau
     assert m["brier"] == pytest.approx(0.25) and m["log_loss"] == pytest.approx(np.log(2))
@@ -53,7 +56,7 @@ def test_share_tiers_follow_the_shares_and_ties_share_a_tier():
     assert (t[:10] == "high").all() and (t[10:30] == "medium").all() and (t[30:] == "low").all()
     s[9:12] = s[9]  # users 10-12 tie at the high boundary: all high
     t = assign_tiers("share", s, s / 100, {"high": 0.1, "medium": 0.2}, {})
-    assert (t[9:12] == "high").all() and list(share_above(np.array([3., 3., 1.]))) == [0, 0, pytest.approx(2 / 3)]
+    assert (t[9:12] == "high").all() and list(share_above(np.array([3.0, 3.0, 1.0]))) == [0, 0, pytest.approx(2 / 3)]
 
 
 def test_share_tiers_split_a_high_base_rate_population_where_cutoffs_do_not():
@@ -65,12 +68,16 @@ def test_share_tiers_split_a_high_base_rate_population_where_cutoffs_do_not():
 
 
 def test_tier_shares_must_not_exceed_one_and_realised_rates_are_per_tier():
-    assert share_bounds({"high": .1, "medium": .2}) == [("high", .1), ("medium", pytest.approx(.3))]
+    assert share_bounds({"high": 0.1, "medium": 0.2}) == [("high", 0.1), ("medium", pytest.approx(0.3))]
     with pytest.raises(ValueError):
-        share_bounds({"high": .6, "medium": .5})
-    r = realised_by_tier(np.array(["high", "high", "low"], object), np.array([1., 0., 0.]), np.array([.9, .7, .1]))
-    assert r == {"high": {"users": 2, "churn_rate": 0.5, "mean_probability": pytest.approx(0.8)},
-                 "low": {"users": 1, "churn_rate": 0.0, "mean_probability": pytest.approx(0.1)}}
+        share_bounds({"high": 0.6, "medium": 0.5})
+    r = realised_by_tier(
+        np.array(["high", "high", "low"], object), np.array([1.0, 0.0, 0.0]), np.array([0.9, 0.7, 0.1])
+    )
+    assert r == {
+        "high": {"users": 2, "churn_rate": 0.5, "mean_probability": pytest.approx(0.8)},
+        "low": {"users": 1, "churn_rate": 0.0, "mean_probability": pytest.approx(0.1)},
+    }
 
 
 # ---- the gate: improvement larger than noise -------------------------------------------------------------------
@@ -120,8 +127,15 @@ def test_checkpoints_are_keyed_by_the_settings_the_weights_depend_on():
 
 # ---- inputs the model never saw --------------------------------------------------------------------------------
 def _stats(**kw):
-    base = dict(channels=["orders", "active_days"], n_buckets=2, seq_mean=[0.5, 0.5], seq_std=[_safe_std(0.0), 1.0],
-                static_mean=[0.0] * 6, static_std=[1.0] * 6, vocab={"country": ["DE", "FR"], "channel": ["web"]})
+    base = dict(
+        channels=["orders", "active_days"],
+        n_buckets=2,
+        seq_mean=[0.5, 0.5],
+        seq_std=[_safe_std(0.0), 1.0],
+        static_mean=[0.0] * 6,
+        static_std=[1.0] * 6,
+        vocab={"country": ["DE", "FR"], "channel": ["web"]},
+    )
     return FeatureStats(**{**base, **kw})
 
 
@@ -134,10 +148,18 @@ def test_constant_training_channel_and_extreme_values_stay_bounded():
 
 def test_unknown_category_uses_the_other_column_and_training_can_flag_rows_as_other():
     st = _stats()
-    pdf = pd.DataFrame({"tenure_days": [1.0, 1.0], "days_since_last_order": [1.0, 1.0],
-                        "days_since_last_event": [1.0, 1.0], "lifetime_orders": [1.0, 1.0],
-                        "lifetime_spend": [1.0, 1.0], "mean_order_value": [1.0, 1.0],
-                        "country": ["DE", "Atlantis"], "channel": ["web", "web"]})
+    pdf = pd.DataFrame(
+        {
+            "tenure_days": [1.0, 1.0],
+            "days_since_last_order": [1.0, 1.0],
+            "days_since_last_event": [1.0, 1.0],
+            "lifetime_orders": [1.0, 1.0],
+            "lifetime_spend": [1.0, 1.0],
+            "mean_order_value": [1.0, 1.0],
+            "country": ["DE", "Atlantis"],
+            "channel": ["web", "web"],
+        }
+    )
     names = st.static_names
     x = st.static_tensor(pdf)
     assert x[1, names.index("country=other")] == 1 and x[0, names.index("country=DE")] == 1

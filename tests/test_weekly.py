@@ -1,4 +1,5 @@
 """The weekly job end to end on a generated lake: features -> Horovod training -> pandas-UDF scoring -> report."""
+
 import datetime as dt
 import json
 import os
@@ -17,9 +18,11 @@ from churn_spark.predict import get_bundle, score_frame, ship_model
 from churn_spark.reasons import ReasonSettings
 from churn_spark.score import ScoringError, score
 
+
 @pytest.fixture(scope="module")
 def weekly(weekly_run):
     return weekly_run
+
 
 pytestmark = pytest.mark.slow
 RUN = dt.date(2026, 11, 2)
@@ -63,15 +66,20 @@ def test_every_eligible_user_scored_exactly_once(spark, weekly):
 
 
 def test_ranks_and_tiers_follow_the_raw_score_and_never_the_row_order(spark, weekly):
-    """rank = 1 + users with a strictly higher raw score; equal scores share rank and tier; tiers by share."""
+    """Among savable users: rank = 1 + savable users with a strictly higher raw score; equal scores share rank and
+    tier; tiers by share of the savable users. Lapsed users: tier ``lapsed``, ranked after every savable user."""
     cfg, _ = weekly
-    pdf = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).toPandas()
+    all_rows = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).toPandas()
+    lapsed = all_rows[all_rows["lifecycle"] == "lapsed"]
+    pdf = all_rows[all_rows["lifecycle"] != "lapsed"]
+    assert (lapsed["risk_tier"] == "lapsed").all() and (pdf["risk_tier"] != "lapsed").all()
+    assert len(lapsed) == 0 or lapsed["risk_rank"].min() > pdf["risk_rank"].max()
     raw = pdf["raw_score"].to_numpy()
     higher = np.array([(raw > r).sum() for r in raw])
     assert (pdf["risk_rank"].to_numpy() == higher + 1).all()
     assert pdf.groupby("raw_score")["risk_tier"].nunique().max() == 1
     # churn_probability is monotone in raw_score (calibration keeps the order)
-    o = pdf.sort_values("raw_score")
+    o = all_rows.sort_values("raw_score")
     assert (np.diff(o["churn_probability"].to_numpy()) >= -1e-12).all()
     share_high = (pdf["risk_tier"] == "high").mean()
     assert 0.09 <= share_high <= 0.13, share_high
@@ -118,7 +126,9 @@ def test_probabilities_equal_plain_predict(spark, weekly):
     b = load_bundle(model_dir)
     pdf = _features(spark, cfg, RUN).toPandas()
     expected = b.calibrator(np.asarray(b.model.predict(b.stats.inputs(pdf), verbose=0)).reshape(-1))
-    got = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).select("user_id", "churn_probability").toPandas()
+    got = (
+        _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).select("user_id", "churn_probability").toPandas()
+    )
     merged = pd.DataFrame({"user_id": pdf.user_id, "expected": np.clip(expected, 0, 1)}).merge(got, on="user_id")
     assert len(merged) == len(pdf)
     np.testing.assert_allclose(merged.churn_probability, merged.expected, atol=1e-5)
@@ -133,6 +143,7 @@ def test_model_loaded_once_per_python_worker(spark, weekly):
         import os as _os
 
         from churn_spark import predict
+
         for pdf in batches:
             get_bundle(ref)
             yield pd.DataFrame({"pid": [_os.getpid()], "loads": [predict.LOADS[ref]], "rows": [len(pdf)]})
@@ -144,7 +155,10 @@ def test_model_loaded_once_per_python_worker(spark, weekly):
 
 
 def test_catalog_table_and_latest_view(spark, weekly):
+    from churn_spark.bi_catalog import Catalog  # the jobs no longer write a catalog; the SQL server's code does
+
     cfg, _ = weekly
+    Catalog(spark, cfg).refresh()
     n = spark.sql(f"SELECT count(*) FROM {cfg.scoring.catalog_table} WHERE snapshot_date = DATE'{RUN}'").first()[0]
     assert n == _features(spark, cfg, RUN).count()
     tiers = spark.sql("SELECT risk_tier, count(*) n FROM churn.churn_risk_latest GROUP BY risk_tier").collect()
@@ -153,11 +167,17 @@ def test_catalog_table_and_latest_view(spark, weekly):
 
 def test_rerun_skips_completed_steps(spark, weekly):
     cfg, log = weekly
-    version = _risk(spark, cfg).sparkSession.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`") \
-        .agg(F.max("version")).first()[0]
+    version = (
+        _risk(spark, cfg)
+        .sparkSession.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`")
+        .agg(F.max("version"))
+        .first()[0]
+    )
     again = pipeline.weekly(spark, cfg, RUN)
     assert again["steps"] == json.loads(json.dumps(log["steps"], default=str))
-    after = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    after = (
+        spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    )
     assert after == version
 
 
@@ -165,8 +185,14 @@ def test_rescoring_replaces_only_its_partition_and_time_travel_keeps_the_old(spa
     cfg, _ = weekly
     other = dt.date(2026, 10, 3)  # the test snapshot: also scoreable
     v0 = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
-    scored_at_v0 = {r.scored_at for r in _risk(spark, cfg, v0).where(F.col("snapshot_date") == F.lit(other))
-                    .select("scored_at").distinct().collect()}
+    scored_at_v0 = {
+        r.scored_at
+        for r in _risk(spark, cfg, v0)
+        .where(F.col("snapshot_date") == F.lit(other))
+        .select("scored_at")
+        .distinct()
+        .collect()
+    }
     first_other = score(spark, cfg, snapshot=other)
     assert first_other.table_version == v0 + 1
     before = _risk(spark, cfg, first_other.table_version)
@@ -177,14 +203,17 @@ def test_rescoring_replaces_only_its_partition_and_time_travel_keeps_the_old(spa
     again = score(spark, cfg, snapshot=RUN)
     assert again.table_version == first_other.table_version + 1
     now = _risk(spark, cfg)
-    pd.testing.assert_frame_equal(snap(now, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True),
-                                  run_rows)  # same rows, same values, reasons deterministic
-    pd.testing.assert_frame_equal(snap(now, other).select(cols).toPandas().sort_values("user_id").reset_index(drop=True),
-                                  other_rows)  # the other snapshot is untouched
+    pd.testing.assert_frame_equal(
+        snap(now, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), run_rows
+    )  # same rows, same values, reasons deterministic
+    pd.testing.assert_frame_equal(
+        snap(now, other).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), other_rows
+    )  # the other snapshot is untouched
     assert now.where(F.col("snapshot_date").isin(RUN, other)).count() == len(run_rows) + len(other_rows)
     old = _risk(spark, cfg, v0)  # time travel: the table as it was before this test scored `other`
-    assert {r.scored_at for r in old.where(F.col("snapshot_date") == F.lit(other)).select("scored_at")
-            .distinct().collect()} == scored_at_v0
+    assert {
+        r.scored_at for r in old.where(F.col("snapshot_date") == F.lit(other)).select("scored_at").distinct().collect()
+    } == scored_at_v0
 
 
 def test_reasons_point_at_the_planted_channel(spark, weekly):
@@ -195,24 +224,43 @@ def test_reasons_point_at_the_planted_channel(spark, weekly):
     T, C = b.stats.n_buckets, len(b.stats.channels)
     ch = b.stats.channels
     steady = np.zeros((T, C))
-    for name, v in {"orders": 1, "spend": 60, "items": 2, "views": 12, "carts": 2, "favourites": 1, "searches": 4,
-                    "reviews": 0.3, "rating_mean": 4.5, "active_days": 4}.items():
+    for name, v in {
+        "orders": 1,
+        "spend": 60,
+        "items": 2,
+        "views": 12,
+        "carts": 2,
+        "favourites": 1,
+        "searches": 4,
+        "reviews": 0.3,
+        "rating_mean": 4.5,
+        "active_days": 4,
+    }.items():
         steady[:, ch.index(name)] = v
     stopped = steady.copy()
     for name in ("orders", "spend", "items", "reviews", "rating_mean"):
         stopped[-4:, ch.index(name)] = 0
     stopped[-4:, ch.index("active_days")] = 2
-    static = {"tenure_days": 400.0, "lifetime_orders": 40.0, "lifetime_spend": 2400.0, "mean_order_value": 60.0,
-              "days_since_last_event": 1.0}
-    rows = pd.DataFrame([
-        {"user_id": "steady", "sequence": steady.reshape(-1).tolist(), **static, "days_since_last_order": 3.0},
-        {"user_id": "stopped", "sequence": stopped.reshape(-1).tolist(), **static, "days_since_last_order": 29.0},
-    ])
+    static = {
+        "tenure_days": 400.0,
+        "lifetime_orders": 40.0,
+        "lifetime_spend": 2400.0,
+        "mean_order_value": 60.0,
+        "days_since_last_event": 1.0,
+    }
+    rows = pd.DataFrame(
+        [
+            {"user_id": "steady", "sequence": steady.reshape(-1).tolist(), **static, "days_since_last_order": 3.0},
+            {"user_id": "stopped", "sequence": stopped.reshape(-1).tolist(), **static, "days_since_last_order": 29.0},
+        ]
+    )
     rows["country"], rows["channel"] = "DE", "organic"
     df = spark.createDataFrame(rows[["user_id", "sequence", *NUMERIC_STATIC, "country", "channel"]])
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
     out = {r.user_id: r for r in score_frame(df, ref, ["user_id"], reasons=ReasonSettings()).collect()}
-    assert out["stopped"].churn_probability > out["steady"].churn_probability
+    # the model ranks on the raw score; the calibrated probability is monotone in it (and may tie, e.g. at 0)
+    assert out["stopped"].raw_probability > out["steady"].raw_probability
+    assert out["stopped"].churn_probability >= out["steady"].churn_probability
     order_codes = ("orders_", "spend_", "items_", "days_since_last_order")
     assert any(code.startswith(order_codes) for code in out["stopped"].top_reasons), out["stopped"].top_reasons
     # true statements only: the steady user's rates did not change; neither user reviewed recently (stopped) or
@@ -226,7 +274,9 @@ def test_reasons_point_at_the_planted_channel(spark, weekly):
 
 def test_missing_or_corrupt_model_fails_clearly_and_writes_nothing(spark, weekly):
     cfg, _ = weekly
-    version = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    version = (
+        spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    )
     with pytest.raises(Exception, match="99"):
         score(spark, cfg, snapshot=RUN, model_version="99")
     model_dir, _ = registry.download_version(cfg)
@@ -244,7 +294,9 @@ def test_missing_or_corrupt_model_fails_clearly_and_writes_nothing(spark, weekly
     finally:
         shutil.rmtree(model_dir)
         shutil.move(backup, model_dir)
-    after = spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    after = (
+        spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
+    )
     assert after == version
 
 
@@ -269,8 +321,14 @@ def test_report_numbers_match_mlflow_and_delta(spark, weekly):
         for metric in ("roc_auc", "pr_auc", "brier"):
             assert nums[f"{model}.{metric}"] == pytest.approx(run.data.metrics[f"{model}_test_{metric}"])
             assert f"{nums[f'{model}.{metric}']:.4f}" in html
-    tiers = {r.risk_tier: r.n for r in _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN))
-             .groupBy("risk_tier").agg(F.count("*").alias("n")).collect()}
+    tiers = {
+        r.risk_tier: r.n
+        for r in _risk(spark, cfg)
+        .where(F.col("snapshot_date") == F.lit(RUN))
+        .groupBy("risk_tier")
+        .agg(F.count("*").alias("n"))
+        .collect()
+    }
     for tier, n in tiers.items():
         assert nums[f"tier.{tier}"] == n
     assert nums["users_scored"] == sum(tiers.values())
@@ -287,7 +345,10 @@ def test_risk_table_reads_without_spark_the_same_as_with_spark(spark, weekly):
     want = _risk(spark, cfg).where(F.col("snapshot_date") == F.lit(RUN)).toPandas()
     assert len(got) == len(want) > 0 and set(got.snapshot_date) == {RUN}
     cols = ["user_id", "churn_probability", "risk_tier", "risk_rank"]
-    pd.testing.assert_frame_equal(got[cols].sort_values("user_id").reset_index(drop=True),
-                                  want[cols].sort_values("user_id").reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        got[cols].sort_values("user_id").reset_index(drop=True),
+        want[cols].sort_values("user_id").reset_index(drop=True),
+        check_dtype=False,
+    )
     first = read_delta(cfg.risk_table_path, version=0)  # time travel without Spark
     assert len(first) == len(_risk(spark, cfg, 0).toPandas())

@@ -6,6 +6,7 @@ nothing is pickled), the project package (``code_paths``) and the bundle as an a
 bundle's SHA-256 manifest exactly like the Spark scorer does. Input: feature rows (``sequence`` + static columns);
 output: ``churn_probability`` (calibrated) and ``raw_score``.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -51,16 +52,23 @@ def save_pyfunc(bundle_dir: str, path: str) -> str:
     verify_bundle(bundle_dir)
     shutil.rmtree(path, ignore_errors=True)
     package = Path(__file__).resolve().parent.parent
-    mlflow.pyfunc.save_model(path, python_model=str(ENTRY), artifacts={BUNDLE_ARTIFACT: bundle_dir},
-                             code_paths=[str(package)], pip_requirements=_requirements())
+    mlflow.pyfunc.save_model(
+        path,
+        python_model=str(ENTRY),
+        artifacts={BUNDLE_ARTIFACT: bundle_dir},
+        code_paths=[str(package)],
+        pip_requirements=_requirements(),
+    )
     return path
 
 
 def _requirements() -> list:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("tensorflow-cpu", "numpy", "pandas", "scikit-learn", "mlflow",
-                                             "pydantic", "pyyaml")]
+    return [
+        f"{p}=={version(p)}"
+        for p in ("tensorflow-cpu", "numpy", "pandas", "scikit-learn", "mlflow", "pydantic", "pyyaml")
+    ]
 
 
 def bundle_dir_of(model_dir: str) -> str:

@@ -5,6 +5,7 @@ arguments, so this adds ``--run-date <today, UTC>`` unless the arguments already
 jobs/weekly.py: same arguments, same exit codes. A retry on the same day resumes the same run (the weekly job
 skips the steps already recorded for that date).
 """
+
 import datetime as dt
 import sys
 

@@ -1,4 +1,5 @@
 """Helpers for fault injection: run a job as a separate process, find and kill processes."""
+
 from __future__ import annotations
 
 import os
@@ -9,17 +10,24 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "churn-spark")
 
 
 def start_job(args: List[str], log: Path) -> subprocess.Popen:
     """``churn-spark ARGS`` in its own process group (so the driver JVM and Python die together)."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_LOCAL_IP": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
     fh = open(log, "wb")
-    return subprocess.Popen([CLI, *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [CLI, *args], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+    )
 
 
 def wait(proc: subprocess.Popen, timeout: float = 600) -> int:
@@ -40,18 +48,17 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def processes_with(marker: str, env_item: Optional[str] = None) -> List[int]:
-    """PIDs whose command line contains ``marker`` (and whose environment holds ``env_item``)."""
+    """PIDs whose command line contains ``marker`` (and whose environment holds ``env_item``, as ``KEY=VALUE``)."""
+    key, _, value = (env_item or "").partition("=")
     out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
+    for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if marker not in p.joinpath("cmdline").read_bytes().decode(errors="replace"):
+            if marker not in " ".join(proc.info["cmdline"] or []):
                 continue
-            if env_item and env_item.encode() not in p.joinpath("environ").read_bytes().split(b"\0"):
+            if env_item and proc.environ().get(key) != value:
                 continue
-            out.append(int(p.name))
-        except OSError:
+            out.append(proc.info["pid"])
+        except psutil.Error:  # gone meanwhile, or another user's process
             continue
     return out
 

@@ -1,4 +1,5 @@
 """Faults: a driver killed mid-write, a Horovod rank lost mid-training, concurrent scoring runs."""
+
 import datetime as dt
 import json
 import os
@@ -8,15 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, WEEKLY_RUN, make_config
 from delta.tables import DeltaTable
+from faults import kill_group, processes_with, start_job, wait, wait_for
+from planted import OVERRIDES, write_planted
+from planted import RUN as PLANTED_RUN
 from pyspark.sql import functions as F
 
 from churn_spark.pipeline import build_sequences
 from churn_spark.score import score
 from churn_spark.train import TrainingError, train
-from conftest import REPO, WEEKLY_RUN, make_config
-from faults import kill_group, processes_with, start_job, wait, wait_for
-from planted import OVERRIDES, RUN as PLANTED_RUN, write_planted
 
 pytestmark = pytest.mark.slow
 RUN = dt.date.fromisoformat(WEEKLY_RUN)
@@ -24,8 +26,18 @@ OTHER = dt.date(2026, 10, 3)  # the weekly run's test snapshot, also scoreable
 
 
 def _score_args(cfg, snapshot, *extra):
-    return ["score", "--config", str(REPO / "conf" / "local.yaml"), "--set", f"work_dir={cfg.work_dir}",
-            "--set", "spark.conf.spark.sql.shuffle.partitions=2", "--snapshot", snapshot.isoformat(), *extra]
+    return [
+        "score",
+        "--config",
+        str(REPO / "conf" / "local.yaml"),
+        "--set",
+        f"work_dir={cfg.work_dir}",
+        "--set",
+        "spark.conf.spark.sql.shuffle.partitions=2",
+        "--snapshot",
+        snapshot.isoformat(),
+        *extra,
+    ]
 
 
 def _version(spark, path):
@@ -96,9 +108,9 @@ def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark,
 
 def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spark, weekly_run):
     """Run dates out of order: the later date's partition stays as it was, the earlier one lands complete."""
-    from churn_spark import pipeline
-
     from conftest import WEEKLY_SMALL
+
+    from churn_spark import pipeline
 
     shared, _ = weekly_run
     # same work_dir; a gate no model can pass keeps the champion, so the shared run's other tests stay valid
@@ -109,8 +121,10 @@ def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spar
     log = pipeline.weekly(spark, cfg, earlier)
     assert list(log["steps"]) == list(pipeline.STEPS) and not log["steps"]["validate"]["promoted"]
     import pandas as pd
+
     pd.testing.assert_frame_equal(
-        _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), later_rows)
+        _partition(spark, cfg, RUN).select(cols).toPandas().sort_values("user_id").reset_index(drop=True), later_rows
+    )
     eligible = spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(earlier))
     got = _partition(spark, cfg, earlier)
     assert got.count() == eligible.count() > 0 and got.select("user_id").distinct().count() == got.count()
