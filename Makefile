@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 DEMO_USERS ?= 6000
 DEMO_WORK ?= work/demo
 RUN_DATE ?= 2026-11-02
+HORIZON_DAYS ?= 30
+MATURED_SNAPSHOT = $(shell date -u -d "$(RUN_DATE) -$(HORIZON_DAYS) days" +%F)
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP := 127.0.0.1
@@ -20,6 +22,11 @@ demo: setup
 	  --users $(DEMO_USERS) --end-date $(RUN_DATE) --dirty; fi
 	$(VENV)/bin/churn-spark weekly --config conf/local.yaml --set work_dir=$(DEMO_WORK) --run-date $(RUN_DATE) \
 	  > $(DEMO_WORK)/weekly-summary.json
+	@# history for BI and a first "did the warnings come true?": score the snapshot whose horizon ended on RUN_DATE
+	$(VENV)/bin/churn-spark backfill --config conf/local.yaml --set work_dir=$(DEMO_WORK) \
+	  --from $(MATURED_SNAPSHOT) --to $(MATURED_SNAPSHOT) > $(DEMO_WORK)/backfill-summary.json
+	$(VENV)/bin/churn-spark monitor --config conf/local.yaml --set work_dir=$(DEMO_WORK) --run-date $(RUN_DATE) \
+	  > $(DEMO_WORK)/monitor-summary.json
 	@$(PY) scripts/demo_summary.py $(DEMO_WORK) $(RUN_DATE)
 
 lint: setup

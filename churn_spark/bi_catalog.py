@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .actions import ACTIONS_TABLE
 from .config import Config, ConfigError
+from .drift_table import DRIFT_TABLE
 from .logs import LOG
+from .monitoring import PERF_TABLE
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 METRICS_SCHEMA = (
@@ -89,6 +92,10 @@ def table_locations(cfg: Config, n: Names) -> Dict[str, str]:
         n.features: location(cfg.features_path),
         n.quarantine: location(cfg.quarantine_path),
         n.model_metrics: metrics_path(cfg),
+        # the retention layer's tables (registered once their first commit exists)
+        n.churn_actions: location(cfg.path(*ACTIONS_TABLE)),
+        n.model_performance: location(cfg.path(*PERF_TABLE)),
+        n.drift: location(cfg.path(*DRIFT_TABLE)),
     }
 
 

@@ -56,3 +56,18 @@ def commit_user_metadata(spark, path: str, version: int) -> Optional[dict]:
         return json.loads(row[0])
     except ValueError:
         return None
+
+
+def replace_partitions(df, path: str, predicate: str, partition_by: str = "snapshot_date", **meta) -> int:
+    """Overwrite the rows of ``path`` matching ``predicate`` (``replaceWhere``) with ``df`` in one commit, carrying
+    ``meta`` in its userMetadata; returns the version of that commit."""
+    write_id = new_write_id()
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .partitionBy(partition_by)
+        .option("replaceWhere", predicate)
+        .option("userMetadata", commit_metadata(write_id, **meta))
+        .save(path)
+    )
+    return write_version(df.sparkSession, path, write_id)

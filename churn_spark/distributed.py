@@ -162,11 +162,13 @@ def _rank_main(args: Dict) -> Dict:
     model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")])
 
     ckpt = Path(args["checkpoint_dir"])
-    initial_epoch, resumed = 0, False
+    initial_epoch, resumed, restored_step = 0, False, 0
     state_file = ckpt / "state.json"
     if state_file.is_file():
         state = json.loads(state_file.read_text())
         model.load_weights(str(ckpt / "weights.h5"))
+        if state.get("optimizer"):  # Adam moments and the step counter of the warm-up schedule
+            restored_step = restore_optimizer(opt, model, ckpt, state["optimizer"])
         initial_epoch, resumed = state["epoch"] + 1, True
     best = BestWeights(t["patience"], ckpt if state_file.is_file() else None)
     speed = Throughput(steps * batch)
@@ -216,6 +218,7 @@ def _rank_main(args: Dict) -> Dict:
         "pid": os.getpid(),
         **executor_identity(),
         "resumed": resumed,
+        "restored_optimizer_step": restored_step,
         "initial_epoch": initial_epoch,
         "epochs_run": epochs_run,
         "samples_per_s": speed.samples_per_s(),
@@ -309,7 +312,8 @@ class Throughput(_keras().callbacks.Callback):
 
 
 class RankZeroCheckpoint(_keras().callbacks.Callback):
-    """After each epoch: weights, best weights and {epoch, best, wait} — written atomically by rank 0."""
+    """After each epoch: weights, best weights, the optimizer state and {epoch, best, wait} — rank 0 writes the
+    files first and ``state.json`` last (atomically), so a resume only ever sees a complete set."""
 
     def __init__(self, directory: Path, best: BestWeights):
         super().__init__()
@@ -328,9 +332,32 @@ class RankZeroCheckpoint(_keras().callbacks.Callback):
             "best": self.best.best,
             "wait": self.best.wait,
             "stopped": bool(self.model.stop_training),
+            "optimizer": save_optimizer(self.model.optimizer, self.dir, epoch),
         }
         (self.dir / "state.tmp.json").write_text(json.dumps(state))
         os.replace(self.dir / "state.tmp.json", self.dir / "state.json")
+
+
+def save_optimizer(optimizer, directory: Path, epoch: int) -> str:
+    """Adam's moments and step counter (which also drives the warm-up schedule) as a ``tf.train.Checkpoint`` named
+    by epoch; returns its prefix. Older epochs' files are removed once the new one is complete."""
+    import tensorflow as tf
+
+    prefix = tf.train.Checkpoint(optimizer=optimizer).write(str(directory / f"optimizer-{epoch}"))
+    for old in directory.glob("optimizer-*"):
+        if not old.name.startswith(f"optimizer-{epoch}."):
+            old.unlink(missing_ok=True)
+    return Path(prefix).name
+
+
+def restore_optimizer(optimizer, model, directory: Path, name: str) -> int:
+    """Restore what :func:`save_optimizer` wrote into ``optimizer`` (its slots are created first); returns the
+    restored step counter."""
+    import tensorflow as tf
+
+    optimizer.build(model.trainable_variables)
+    tf.train.Checkpoint(optimizer=optimizer).read(str(directory / name)).assert_existing_objects_matched()
+    return int(optimizer.iterations.numpy())
 
 
 class EpochLog(_keras().callbacks.Callback):

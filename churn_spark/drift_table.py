@@ -149,24 +149,16 @@ def _f(v) -> Optional[float]:
 
 def write_drift(spark, cfg, run_date: dt.date) -> dict:
     """Replace the ``drift`` rows of the score snapshot ``run_date`` in one commit."""
-    from .delta_util import commit_metadata, new_write_id, write_version
+    from .delta_util import replace_partitions
 
     rows, notes = drift_rows(spark, cfg, run_date)
     path = cfg.path(*DRIFT_TABLE)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     df = spark.createDataFrame([(*r, now) for r in rows], DRIFT_SCHEMA)
-    write_id = new_write_id()
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .partitionBy("snapshot_date")
-        .option("replaceWhere", f"snapshot_date = DATE'{run_date.isoformat()}'")
-        .option("userMetadata", commit_metadata(write_id, source="drift"))
-        .save(path)
-    )
+    version = replace_partitions(df, path, f"snapshot_date = DATE'{run_date.isoformat()}'", source="drift")
     return {
         "table": path,
-        "table_version": write_version(spark, path, write_id),
+        "table_version": version,
         "rows": len(rows),
         "flagged": [f"{r[2]}:{r[3]}" for r in rows if r[9]],
         "notes": notes,

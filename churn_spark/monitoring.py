@@ -29,11 +29,11 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 import pandas as pd
 
+from .actions import ACTIONS_TABLE
 from .metrics import classification_report
 from .tiers import share_above
 
 PERF_TABLE = ("tables", "model_performance")
-ACTIONS_TABLE = ("tables", "churn_actions")
 N_DECILES = 10
 METRIC_KEYS = ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top10", "precision_top10", "recall_top10")
 PERF_SCHEMA = (
@@ -211,21 +211,10 @@ def _is_delta(spark, path: str) -> bool:
 
 def realised_labels(spark, cfg, tables, snapshots: List[dt.date], as_of: dt.date):
     """(user_id, snapshot_date, label) of every eligible user of ``snapshots``: the training label definition."""
-    from .sequences import build_features
+    from .sequences import build_from_config
 
     plan = {s: "monitor" for s in snapshots}
-    return build_features(
-        spark,
-        tables,
-        plan,
-        n_buckets=cfg.sequence.n_buckets,
-        bucket_days=cfg.sequence.bucket_days,
-        lookback_days=cfg.lookback_days,
-        horizon_days=cfg.snapshots.horizon_days,
-        as_of=as_of,
-        churn_definition=cfg.snapshots.churn_definition,
-        return_statuses=cfg.validation.return_statuses,
-    ).select("user_id", "snapshot_date", "label")
+    return build_from_config(spark, cfg, tables, as_of, plan).select("user_id", "snapshot_date", "label")
 
 
 def _fingerprints(spark, cfg, risk, actions, snaps: List[dt.date], lineage: dict) -> Dict[dt.date, str]:
@@ -372,7 +361,7 @@ def update_model_performance(spark, cfg, run_date: dt.date, force: bool = False)
 
 def _write(spark, path: str, rows: List[dict], snaps: List[dt.date]) -> Optional[int]:
     """Replace exactly the partitions of ``snaps`` in one commit (a snapshot whose users vanished loses its rows)."""
-    from .delta_util import commit_metadata, new_write_id, write_version
+    from .delta_util import replace_partitions
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     names = [f.split(" ")[0].strip("`") for f in _top_level_fields(PERF_SCHEMA)]
@@ -391,16 +380,7 @@ def _write(spark, path: str, rows: List[dict], snaps: List[dt.date]) -> Optional
     ]
     df = spark.createDataFrame(data, PERF_SCHEMA)
     dates = ", ".join(f"DATE'{s.isoformat()}'" for s in sorted(snaps))
-    write_id = new_write_id()
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .partitionBy("snapshot_date")
-        .option("replaceWhere", f"snapshot_date IN ({dates})")
-        .option("userMetadata", commit_metadata(write_id, source="monitoring"))
-        .save(path)
-    )
-    return write_version(spark, path, write_id)
+    return replace_partitions(df, path, f"snapshot_date IN ({dates})", source="monitoring")
 
 
 def _top_level_fields(schema: str) -> List[str]:

@@ -17,7 +17,6 @@ A champion trained on another feature contract (channels, buckets, statics) cann
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +31,7 @@ from .feature_spec import contract_differences
 from .metrics import classification_report, paired_bootstrap
 from .predict import score_frame, ship_model
 from .preprocess import FeatureStats
+from .run_metrics import read_metrics, write_metrics
 
 NUMERIC_NOISE = 1e-9  # the same model scored in other Arrow batches differs by float rounding, not by skill
 
@@ -163,7 +163,7 @@ def _update_run_metrics(cfg: Config, run_date: dt.date, version: str, verdict: d
     path = Path(cfg.path("runs", run_date.isoformat(), "metrics.json"))
     if not path.is_file():
         return
-    m = json.loads(path.read_text())
+    m = read_metrics(path)
     if m.get("model_version") != version:
         return
     m["gate"] = verdict
@@ -176,6 +176,4 @@ def _update_run_metrics(cfg: Config, run_date: dt.date, version: str, verdict: d
             "role": "champion",
             "test_metrics": verdict.get("champion_metrics"),
         }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(m, indent=1, default=str))
-    tmp.replace(path)
+    write_metrics(path, m)

@@ -113,7 +113,17 @@ def promote(cfg: Config, version: str) -> None:
 
 
 def model_version(cfg: Config, version: str):
-    return client(cfg).get_model_version(cfg.registry.model_name, version)
+    """The registered version, or ModelIntegrityError naming it when the registry has no such version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(cfg).get_model_version(cfg.registry.model_name, version)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelIntegrityError(
+            f"model '{cfg.registry.model_name}' has no version {version} in {cfg.tracking_uri}"
+        ) from e
 
 
 def download_version(cfg: Config, version: Optional[str] = None) -> tuple[str, str]:

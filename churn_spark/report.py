@@ -13,14 +13,19 @@ import datetime as dt
 import os
 import pkgutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import report_plots as plots
 from .metrics import LOWER_IS_BETTER
+from .report_action import action_section, outcomes_section
 from .report_data import HIST_BINS, MODELS, ReportData, gather, is_number
+from .report_format import f4 as _f4
+from .report_format import integer as _int
+from .report_format import pct as _pct
+from .report_format import reasons_text as _reasons_text
+from .report_format import table as _table
 
 __all__ = ["render", "write_report", "gather", "ReportData"]
 
@@ -48,53 +53,6 @@ METRICS_NOTE = (
     "threshold chosen on validation. Bold = best."
 )
 TEMPLATE = "templates/report.html.j2"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# display helpers
-# ---------------------------------------------------------------------------------------------------------
-def _f4(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    try:
-        return f"{float(v):.4f}"
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def _int(v: Any) -> str:
-    try:
-        return f"{int(v):,}"
-    except (TypeError, ValueError):
-        return "—" if v is None else str(v)
-
-
-def _pct(v: Any) -> str:
-    return f"{float(v):.2%}" if is_number(v) else "—"
-
-
-def _table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    row_classes: Optional[Sequence[str]] = None,
-    left: Sequence[int] = (0,),
-    css: str = "",
-) -> Dict[str, Any]:
-    """A table for the template's ``table`` macro. A cell is a value or ``(value, css class)``; columns in ``left``
-    are left-aligned. Values become text here; the template escapes them."""
-    lc = set(left)
-    out_rows = []
-    for j, row in enumerate(rows):
-        cells = []
-        for i, cell in enumerate(row):
-            text, cls = cell if isinstance(cell, tuple) else (cell, "")
-            cells.append((str(text), " ".join(x for x in ("l" if i in lc else "", cls) if x)))
-        out_rows.append({"cls": row_classes[j] if row_classes else "", "cells": cells})
-    return {"css": css, "headers": [(str(h), "l" if i in lc else "") for i, h in enumerate(headers)], "rows": out_rows}
 
 
 def _metric_keys(*dicts: Optional[Dict[str, Any]]) -> List[str]:
@@ -363,8 +321,7 @@ def _top(data: ReportData) -> Dict[str, Any]:
     raw = "raw_score" in t.columns
     rows = []
     for _, r in t.sort_values("risk_rank", kind="stable").iterrows():
-        reasons = r.get("top_reasons")
-        reasons = "; ".join(map(str, reasons)) if isinstance(reasons, (list, tuple, np.ndarray)) else (reasons or "")
+        reasons = _reasons_text(r.get("top_reasons"))
         rows.append(
             [
                 _int(r["risk_rank"]),
@@ -464,6 +421,8 @@ def render(data: ReportData) -> str:
         risk=_risk(data),
         psi=_psi(data),
         top=_top(data),
+        action=action_section(data),
+        outcomes=outcomes_section(data),
         quality=_quality(data),
     )
 

@@ -12,7 +12,6 @@ Brier) are read with ``.get`` through the small typed views below, so a report o
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,40 @@ import numpy as np
 import pandas as pd
 
 from . import drift
+from .run_metrics import read_metrics
 
 MODELS = ("deep", "lr_rfm", "gbt")
 TIERS = ("high", "medium", "low")
 HIST_BINS = 20
 TOP_COLUMNS = ["risk_rank", "user_id", "churn_probability", "raw_score", "risk_tier", "risk_percentile", "top_reasons"]
 TIER_OUTCOME_COLUMNS = ["tier", "users", "churn_rate", "mean_probability"]
+VALUE_COLUMNS = [
+    "value_rank",
+    "user_id",
+    "expected_value_at_risk",
+    "churn_probability",
+    "risk_rank",
+    "lifecycle",
+    "action",
+    "control",
+    "top_reasons",
+]
+PERF_COLUMNS = [
+    "snapshot_date",
+    "model_version",
+    "group",
+    "users",
+    "realised_churn_rate",
+    "mean_predicted",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "lift_top10",
+    "precision_high",
+    "test_roc_auc",
+    "auc_below_test",
+    "uplift",
+]
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
@@ -115,6 +142,12 @@ class ReportData:
     psi: pd.DataFrame = field(default_factory=lambda: _empty(drift.PSI_COLUMNS))
     psi_threshold: float = 0.2
     quarantine: pd.DataFrame = field(default_factory=lambda: _empty(["source", "reason", "n"]))
+    lifecycle: Dict[str, int] = field(default_factory=dict)  # users per lifecycle on the score snapshot
+    actions: Dict[str, Any] = field(default_factory=dict)  # listed / contacted / control / by_action
+    top_value: pd.DataFrame = field(default_factory=lambda: _empty(VALUE_COLUMNS))  # churn_actions by value rank
+    performance: pd.DataFrame = field(default_factory=lambda: _empty(PERF_COLUMNS))  # model_performance rows
+    calibration: List[Dict[str, Any]] = field(default_factory=list)  # deciles of the newest matured snapshot
+    calibration_snapshot: Optional[dt.date] = None
     ingest_summary: Optional[Dict[str, Dict[str, Any]]] = None
     notes: List[str] = field(default_factory=list)  # what could not be gathered, shown on top of the page
 
@@ -205,7 +238,7 @@ def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{metrics_file} not found: run training for {run_date} before the report")
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_metrics(metrics_file)  # validated against the schema training wrote it with
     notes: List[str] = []
     scores_file = run_dir / "test_scores.csv"
     if scores_file.is_file():
@@ -229,6 +262,8 @@ def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None)
     _gather_risk(spark, cfg, data)
     _gather_drift(spark, cfg, data)
     _gather_quarantine(spark, cfg, data)
+    _gather_actions(spark, cfg, data)
+    _gather_performance(spark, cfg, data)
     return data
 
 
@@ -329,3 +364,50 @@ def _gather_quarantine(spark, cfg, data: ReportData) -> None:
     data.quarantine = pd.DataFrame(
         sorted((r["source"], r["reason"], int(r["n"])) for r in rows), columns=["source", "reason", "n"]
     )
+
+
+def _gather_actions(spark, cfg, data: ReportData) -> None:
+    """Lifecycle counts of the score snapshot, and its ``churn_actions`` list (size, actions, top by value)."""
+    from pyspark.sql import functions as F
+
+    from .actions import actions_table_path
+
+    if _is_delta(spark, cfg.risk_table_path):
+        risk = spark.read.format("delta").load(cfg.risk_table_path)
+        if "lifecycle" in risk.columns:
+            rows = risk.where(F.col("snapshot_date") == F.lit(data.score_snapshot)).groupBy("lifecycle").count()
+            data.lifecycle = {str(r["lifecycle"]): int(r["count"]) for r in rows.collect()}
+    path = actions_table_path(cfg)
+    if not _is_delta(spark, path):
+        data.notes.append("no churn_actions table: no action list")
+        return
+    acts = spark.read.format("delta").load(path).where(F.col("snapshot_date") == F.lit(data.score_snapshot))
+    by = acts.groupBy("action", "control").count().collect()
+    contacted = {str(r["action"]): int(r["count"]) for r in by if not r["control"]}
+    data.actions = {
+        "contacted": sum(contacted.values()),
+        "control": sum(int(r["count"]) for r in by if r["control"]),
+        "by_action": dict(sorted(contacted.items())),
+    }
+    top = acts.orderBy("value_rank").limit(int(cfg.report.top_n)).select(*VALUE_COLUMNS).collect()
+    data.top_value = pd.DataFrame(
+        [[list(r[c] or []) if c == "top_reasons" else r[c] for c in VALUE_COLUMNS] for r in top], columns=VALUE_COLUMNS
+    )
+
+
+def _gather_performance(spark, cfg, data: ReportData) -> None:
+    """Realised-outcome rows of ``model_performance`` and the calibration deciles of the newest matured snapshot."""
+    from pyspark.sql import functions as F
+
+    from .monitoring import PERF_TABLE
+
+    path = cfg.path(*PERF_TABLE)
+    if not _is_delta(spark, path):
+        return
+    perf = spark.read.format("delta").load(path)
+    rows = perf.select(*PERF_COLUMNS).orderBy("snapshot_date", "model_version", "group").collect()
+    data.performance = pd.DataFrame([[r[c] for c in PERF_COLUMNS] for r in rows], columns=PERF_COLUMNS)
+    newest = perf.where(F.col("group") == "all").orderBy(F.desc("snapshot_date"), F.desc("model_version")).first()
+    if newest is not None:
+        data.calibration_snapshot = newest["snapshot_date"]
+        data.calibration = [d.asDict() for d in newest["calibration"] or []]

@@ -131,6 +131,39 @@ def reliability(y: np.ndarray, probabilities: Dict[str, np.ndarray], n_bins: int
     return _png(fig, "Calibration of the deep model: raw vs calibrated")
 
 
+def realised(performance: pd.DataFrame, deciles: Sequence[dict], snapshot) -> Image:
+    """Realised ROC-AUC per matured snapshot and model version (with the test ROC-AUC dashed), and the newest
+    matured snapshot's calibration by score decile (mean predicted vs realised churn rate)."""
+    fig, (a1, a2) = _figure(9.2, 3.2, ncols=2)
+    allrows = performance[performance["group"] == "all"]
+    for version, g in allrows.groupby("model_version"):
+        g = g.sort_values("snapshot_date")
+        line = a1.plot(g["snapshot_date"], g["roc_auc"].astype(float), "o-", ms=4, label=f"v{version} realised")
+        a1.plot(
+            g["snapshot_date"],
+            g["test_roc_auc"].astype(float),
+            "--",
+            color=line[0].get_color(),
+            lw=1,
+            label=f"v{version} test",
+        )
+    a1.set(xlabel="snapshot", ylabel="ROC-AUC", title="Realised vs test ROC-AUC")
+    a1.tick_params(axis="x", labelrotation=30)
+    a2.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
+    pred = [d["mean_predicted"] for d in deciles]
+    real = [d["realised_rate"] for d in deciles]
+    a2.plot(pred, real, "o-", ms=4, lw=1.3, label="score deciles")
+    a2.set(
+        xlabel="mean predicted probability",
+        ylabel="realised churn rate",
+        title=f"Calibration, {snapshot}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    _finish(a1, a2)
+    return _png(fig, f"Did the warnings come true? Realised ROC-AUC over time; calibration of snapshot {snapshot}")
+
+
 def training(history: Dict[str, Sequence[float]], ranks: Sequence[dict]) -> Image:
     """Loss per epoch and samples/s per Horovod rank."""
     fig, (ax_h, ax_r) = _figure(8.4, 3.0, ncols=2)

@@ -212,11 +212,14 @@ def plan_for(cfg, run_date: dt.date) -> Dict[dt.date, str]:
     return snapshot_plan(run_date, s.horizon_days, s.step_days, s.n_labelled)
 
 
-def build_from_config(spark: SparkSession, cfg, tables: Dict[str, DataFrame], run_date: dt.date) -> DataFrame:
+def build_from_config(
+    spark: SparkSession, cfg, tables: Dict[str, DataFrame], run_date: dt.date, plan: Optional[Dict] = None
+) -> DataFrame:
+    """Feature rows with the config's settings, labels as known on ``run_date``; ``plan`` defaults to the run's."""
     return build_features(
         spark,
         tables,
-        plan_for(cfg, run_date),
+        plan if plan is not None else plan_for(cfg, run_date),
         n_buckets=cfg.sequence.n_buckets,
         bucket_days=cfg.sequence.bucket_days,
         lookback_days=cfg.lookback_days,

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -34,6 +33,7 @@ from .logs import LOG, step
 from .mlflow_model import save_pyfunc
 from .predict import ship_model
 from .preprocess import compute_stats
+from .run_metrics import write_metrics
 from .sequences import plan_for
 
 SPLITS = ("train", "validation", "test")
@@ -321,7 +321,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             metrics["model_version"] = version_id
             mlflow.set_tags({"model_version": version_id})
             ev["test_scores"].to_csv(run_dir / "test_scores.csv", index=False)
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+            metrics = write_metrics(run_dir / "metrics.json", metrics)  # validated against the shared schema
             mlflow.log_artifact(str(run_dir / "metrics.json"))
             mlflow.log_artifact(str(run_dir / "test_scores.csv"))
     LOG.info(
@@ -345,11 +345,3 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (dt.date, dt.datetime)):
-        return o.isoformat()
-    return str(o)

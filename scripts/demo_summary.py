@@ -5,8 +5,14 @@ import sys
 from pathlib import Path
 
 work, run_date = Path(sys.argv[1]).resolve(), sys.argv[2]
-text = (work / "weekly-summary.json").read_text()  # Spark's Ivy resolver may print a line before the JSON
-summary = json.loads(text[text.index("\n{") + 1 if not text.startswith("{") else 0 :])
+
+
+def read_summary(name: str) -> dict:
+    text = (work / name).read_text()  # Spark's Ivy resolver may print a line before the JSON
+    return json.loads(text[text.index("\n{") + 1 if not text.startswith("{") else 0 :])
+
+
+summary = read_summary("weekly-summary.json")
 steps = summary["steps"]
 print("\nchurn-spark demo finished")
 print(f"  lake:           {work / 'lake'}")
@@ -25,3 +31,19 @@ print(
 )
 print(f"  MLflow UI:      {summary['mlflow_ui']}")
 print(f"  report:         {Path(steps['report']['report']).resolve()}")
+actions = steps["score"].get("actions") or {}
+if actions:
+    print(
+        f"  action list:    {actions['listed']} users in churn_actions ({actions['contacted']} to contact, "
+        f"{actions['control']} control)"
+    )
+realised = ((steps.get("monitor") or {}).get("model_performance") or {}).get("realised") or {}
+if (work / "monitor-summary.json").is_file():  # the demo's backfill + monitor of the snapshot matured on run date
+    realised = {**realised, **(read_summary("monitor-summary.json")["model_performance"].get("realised") or {})}
+for snap, r in sorted(realised.items()):
+    print(
+        f"  came true?      snapshot {snap} (model v{r['model_version']}): {r['users']} users, realised churn "
+        f"{r['realised_churn_rate']:.1%}, realised ROC-AUC {r['roc_auc']:.4f} vs test {r['test_roc_auc']:.4f}"
+    )
+if not realised:
+    print("  came true?      no scored snapshot has matured yet (see model_performance after later runs)")

@@ -32,10 +32,19 @@ def _partition(spark, cfg, snapshot, version=None):
 
 @pytest.fixture(scope="module")
 def run(spark, weekly_run, tmp_path_factory):
-    src, _ = weekly_run
+    from delta.tables import DeltaTable
+
+    src, log = weekly_run
     work = tmp_path_factory.mktemp("backfill")
-    for table in (src.features_path, src.risk_table_path):
+    versions = {  # as the weekly run left them: other modules (reliability) may have written to them since
+        src.features_path: log["steps"]["build_sequences"]["features_version"],
+        src.risk_table_path: log["steps"]["score"]["risk_table_version"],
+    }
+    for table, version in versions.items():
         shutil.copytree(table, work / "tables" / Path(table).name)
+        copy = DeltaTable.forPath(spark, str(work / "tables" / Path(table).name))
+        if int(copy.history(1).first()["version"]) != version:
+            copy.restoreToVersion(version)
     cfg = make_config(
         work, *WEEKLY_SMALL, f"lake_root={Path(src.lake_dir).resolve()}", f"registry.tracking_uri={src.tracking_uri}"
     )

@@ -279,7 +279,7 @@ def test_embedded_pngs_decode(page):
         assert base64.b64decode(b).startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_size_well_under_2mb(page):
+def test_size_well_under_1mb(page):
     assert len(page.encode()) < 1_000_000
 
 
@@ -609,3 +609,54 @@ def test_report_numbers_match_mlflow_and_delta(spark, weekly_run):
         assert "<th>raw score</th>" in html and "raw_score" in data.top_users.columns
     for tier, d in ((data.metrics.get("tiers") or {}).get("test") or {}).items():
         assert f"{d['churn_rate']:.2%}" in html, tier
+
+
+def test_action_and_realised_outcome_sections():
+    """Both orderings (risk rank above, value at risk here), lifecycle counts, the list size, the realised rows with
+    the AUC flag and the newest matured snapshot's calibration plot."""
+    d = make_data(seed=5, n=300)
+    d.lifecycle = {"active": 200, "at_risk": 30, "lapsed": 60, "new": 10}
+    d.actions = {"contacted": 27, "control": 3, "by_action": {"coupon": 20, "personal_recommendations": 7}}
+    d.top_value = pd.DataFrame(
+        {
+            "value_rank": [1, 2],
+            "user_id": ["rich-user", "poor-user"],
+            "expected_value_at_risk": [123.456, 7.0],
+            "churn_probability": [0.4, 0.9],
+            "risk_rank": [9, 1],
+            "lifecycle": ["at_risk", "at_risk"],
+            "action": ["coupon", "personal_recommendations"],
+            "control": [False, True],
+            "top_reasons": [["spend_down_last_4w"], ["views_down_last_4w"]],
+        }
+    )
+    deciles = [{"decile": i, "users": 10, "mean_predicted": i / 10, "realised_rate": i / 11} for i in range(1, 11)]
+    d.performance = pd.DataFrame(
+        {
+            "snapshot_date": [dt.date(2026, 9, 1), dt.date(2026, 10, 1), dt.date(2026, 10, 1)],
+            "model_version": ["2", "3", "3"],
+            "group": ["all", "all", "control"],
+            "users": [100, 120, 12],
+            "realised_churn_rate": [0.3, 0.25, 0.5],
+            "mean_predicted": [0.31, 0.27, 0.45],
+            "roc_auc": [0.81, 0.70, 0.66],
+            "pr_auc": [0.6, 0.5, 0.7],
+            "log_loss": [0.4, 0.5, 0.6],
+            "lift_top10": [2.0, 1.5, None],
+            "precision_high": [0.7, 0.6, None],
+            "test_roc_auc": [0.82, 0.80, 0.80],
+            "auc_below_test": [False, True, None],
+            "uplift": [None, None, None],
+        }
+    )
+    d.calibration, d.calibration_snapshot = deciles, dt.date(2026, 10, 1)
+    page = render(d)
+    section = _between(page, "Who to act on", "Did last month")
+    assert "27 users to contact (coupon 20, personal_recommendations 7); 3 held out as control." in section
+    assert section.index("rich-user") < section.index("poor-user") and "123.46" in section
+    assert _cells(_row(section, "lapsed"))[:2] == ["lapsed", "60"]
+    outcomes = _between(page, "Did last month", "Data quality")
+    assert "2026-10-01 v3" in outcomes and "2026-09-01 v2" not in outcomes.split("</p>")[0]
+    assert "Calibration, 2026-10-01" in outcomes or "data:image/png;base64," in outcomes
+    empty = render(make_data(seed=5, n=300))
+    assert "No scored snapshot has matured yet" in empty and "No action list for this snapshot" in empty

@@ -406,3 +406,84 @@ def test_sigterm_stops_cleanly_with_the_json_summary_on_stdout(endpoint):
     assert "churn.churn_risk" in summary["tables"] and "churn.model_versions" in summary["views"]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", endpoint["port"]), timeout=2).close()
+
+
+@pytest.fixture()
+def hive_metastore(tmp_path):
+    """A real Hive metastore service (HiveMetaStore from the pyspark jars, Derby behind it) on a free port."""
+    port = _free_port()
+    cmd = [
+        "java",
+        "-Xmx512m",
+        "-cp",
+        JARS,
+        "-DLog4jContextSelector=org.apache.logging.log4j.core.selector.ClassLoaderContextSelector",
+        f"-Dlog4j2.configurationFile=file:{REPO / 'conf' / 'log4j2.properties'}",
+        f"-Djavax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={tmp_path / 'hms'};create=true",
+        "-Ddatanucleus.schema.autoCreateAll=true",
+        "-Dhive.metastore.schema.verification=false",
+        f"-Dhive.metastore.warehouse.dir={tmp_path / 'warehouse'}",
+        "org.apache.hadoop.hive.metastore.HiveMetaStore",
+        "-p",
+        str(port),
+    ]
+    log = open(tmp_path / "hms.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "hms.log").read_text()[-3000:]
+            time.sleep(1)
+    yield f"thrift://127.0.0.1:{port}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_external_metastore_profile_registers_tables_other_processes_read(endpoint, hive_metastore, spark, tmp_path):
+    """The cluster profile's settings (catalogImplementation hive + hive.metastore.uris, as in
+    conf/cluster-metastore.yaml) against a real metastore service: the server registers the tables there, and a
+    separate Spark process that only knows the metastore URI reads them after the server has stopped."""
+    work = tmp_path / "work"  # a copy of the served tables: the other endpoint keeps its own
+    for d in ("tables", "runs"):
+        shutil.copytree(Path(endpoint["cfg"].work_dir, d), work / d)
+    port = _free_port()
+    sets = [
+        f"work_dir={work}",
+        f"registry.tracking_uri={endpoint['cfg'].tracking_uri}",
+        *WEEKLY_SMALL,
+        "spark.conf.spark.driver.memory=1g",
+        "spark.conf.spark.ui.enabled=false",
+        "spark.conf.spark.sql.catalogImplementation=hive",
+        f"spark.conf.spark.hadoop.hive.metastore.uris={hive_metastore}",
+        f"spark.conf.spark.sql.warehouse.dir={tmp_path / 'warehouse'}",
+    ]
+    cmd = [*CLI, "sql-server", "--config", str(REPO / "conf/local.yaml")]
+    cmd += [a for s in sets for a in ("--set", s)] + ["--port", str(port)]
+    err = tmp_path / "server.err"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(err, "w"), text=True, cwd=REPO)
+    try:
+        deadline = time.time() + 300
+        while "SQL endpoint ready" not in err.read_text():
+            assert proc.poll() is None and time.time() < deadline, err.read_text()[-3000:]
+            time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    reader = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "scripts" / "metastore_reader.py"), str(tmp_path / "nb"), hive_metastore],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert reader.returncode == 0, reader.stderr[-3000:]
+    got = json.loads(reader.stdout.strip().splitlines()[-1])
+    risk = spark.read.format("delta").load(str(work / "tables" / "churn_risk"))
+    latest = risk.agg(F.max("snapshot_date")).first()[0]
+    assert {"churn_risk", "churn_risk_latest", "features", "tier_summary", "model_versions"} <= set(got["tables"])
+    assert got["churn_risk"] == risk.count()
+    assert got["churn_risk_latest"] == risk.where(F.col("snapshot_date") == latest).count()

@@ -150,7 +150,7 @@ def test_too_little_data_refuses_to_train(planted, spark):
 def test_rerun_resumes_from_the_rank0_checkpoint(planted, spark):
     cfg, built, first, _ = planted
     again = train(spark, cfg, RUN, built["features_version"])
-    assert all(x["resumed"] for x in again.ranks)
+    assert all(x["resumed"] and x["restored_optimizer_step"] > 0 for x in again.ranks)
     assert all(x["epochs_run"] == 0 for x in again.ranks)  # the finished run is not retrained
     assert again.ranks[0]["weights_digest"] == first.ranks[0]["weights_digest"]
     assert again.model_version == "2" and str(registry.alias(cfg, registry.CHALLENGER).version) == "2"

@@ -277,7 +277,7 @@ def test_missing_or_corrupt_model_fails_clearly_and_writes_nothing(spark, weekly
     version = (
         spark.sql(f"DESCRIBE HISTORY delta.`{Path(cfg.risk_table_path).resolve()}`").agg(F.max("version")).first()[0]
     )
-    with pytest.raises(Exception, match="99"):
+    with pytest.raises(ModelIntegrityError, match="has no version 99"):
         score(spark, cfg, snapshot=RUN, model_version="99")
     model_dir, _ = registry.download_version(cfg)
     backup = Path(str(model_dir) + ".bak")
@@ -304,37 +304,6 @@ def test_snapshot_without_rows_is_a_clear_error(spark, weekly):
     cfg, _ = weekly
     with pytest.raises(ScoringError, match="no feature rows"):
         score(spark, cfg, snapshot=dt.date(2020, 1, 1))
-
-
-def test_report_numbers_match_mlflow_and_delta(spark, weekly):
-    from churn_spark.report import gather
-
-    cfg, log = weekly
-    path = Path(log["steps"]["report"]["report"])
-    html = path.read_text()
-    assert path.stat().st_size < 3_000_000 and "data:image/png;base64," in html
-    assert "http://" not in html and "https://" not in html
-    data = gather(spark, cfg, RUN, log["steps"]["build_sequences"]["ingest"])
-    nums = data.numbers()
-    run = registry.client(cfg).get_run(log["steps"]["train"]["mlflow_run_id"])
-    for model in ("deep", "lr_rfm", "gbt"):
-        for metric in ("roc_auc", "pr_auc", "brier"):
-            assert nums[f"{model}.{metric}"] == pytest.approx(run.data.metrics[f"{model}_test_{metric}"])
-            assert f"{nums[f'{model}.{metric}']:.4f}" in html
-    tiers = {
-        r.risk_tier: r.n
-        for r in _risk(spark, cfg)
-        .where(F.col("snapshot_date") == F.lit(RUN))
-        .groupBy("risk_tier")
-        .agg(F.count("*").alias("n"))
-        .collect()
-    }
-    for tier, n in tiers.items():
-        assert nums[f"tier.{tier}"] == n
-    assert nums["users_scored"] == sum(tiers.values())
-    q = spark.read.format("delta").load(cfg.quarantine_path).where(F.col("run_id") == f"build-{RUN}")
-    assert nums["quarantine.total"] == q.count() > 0
-    assert any(k.startswith("psi.") for k in nums)
 
 
 def test_risk_table_reads_without_spark_the_same_as_with_spark(spark, weekly):

@@ -84,7 +84,10 @@ def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark,
     cfg = make_config(tmp_path, *OVERRIDES, "training.epochs=40", "training.patience=40", "training.timeout_s=300")
     write_planted(spark, cfg.lake_dir, users_per_snapshot=150)
     version = build_sequences(spark, cfg, PLANTED_RUN)["features_version"]
-    state = Path(cfg.path("checkpoints", f"{PLANTED_RUN}-fv{version}", "state.json"))
+    from churn_spark.train import weights_key
+
+    key = weights_key(cfg.training.model_dump())  # the checkpoint folder is keyed by the settings the weights need
+    state = Path(cfg.path("checkpoints", f"{PLANTED_RUN}-fv{version}-w{key}", "state.json"))
     killed = []
 
     def killer():
@@ -103,6 +106,7 @@ def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark,
     done_epoch = json.loads(state.read_text())["epoch"]
     again = train(spark, cfg, PLANTED_RUN, version)
     assert all(r["resumed"] and r["initial_epoch"] == done_epoch + 1 for r in again.ranks)
+    assert all(r["restored_optimizer_step"] > 0 for r in again.ranks)  # Adam and the warm-up continue
     assert again.ranks[0]["weights_digest"] == again.ranks[1]["weights_digest"]
 
 

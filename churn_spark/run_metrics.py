@@ -1,0 +1,139 @@
+"""The schema of a run's ``metrics.json``, shared by the side that writes it and every side that reads it.
+
+Why a module of its own: training writes the file, validation adds its verdict, and the report, the SQL endpoint's
+``model_metrics``, drift and monitoring read it back. A pydantic model here is the one definition of its keys and
+types: :func:`write_metrics` refuses to write a file that does not match, and :func:`read_metrics` refuses (with the
+file and the key named) to use one that does not, instead of a ``KeyError`` pages later in a report. Keys added over
+time are optional, so files of older runs still read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Number = Optional[Union[int, float]]  # counts stay ints; NaN / inf are written as null (strict JSON)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RankStats(_Model):
+    rank: int
+    host: Optional[str] = None
+    executor_id: Optional[str] = None
+    executor_cwd: Optional[str] = None
+    samples_per_s: Number = None
+    epochs_run: Optional[int] = None
+    resumed: Optional[bool] = None
+    weights_digest: Optional[str] = None
+
+
+class TrainingStats(_Model):
+    ranks: List[RankStats] = Field(default_factory=list)
+    samples_per_s_total: Number = None
+    epochs: Optional[int] = None
+    history: Dict[str, List[Number]] = Field(default_factory=dict)
+
+
+class ScoredBy(_Model):
+    """Which model version scored the run's week (the champion when the candidate was not promoted)."""
+
+    model_version: Optional[str] = None
+    role: str = "unknown"
+    test_metrics: Optional[Dict[str, Number]] = None
+
+
+class Verdict(BaseModel):
+    """The validation step's decision (see :mod:`churn_spark.promotion`); further keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    metric: Optional[str] = None
+    promoted: Optional[bool] = None  # unknown until the validate step decided
+    reason: str = ""
+    champion_version: Optional[str] = None
+    comparable: Optional[bool] = None
+    interval: Optional[List[Number]] = None
+    improvement: Number = None
+    champion_metrics: Optional[Dict[str, Number]] = None
+
+    @field_validator("champion_version", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+
+class RunMetrics(_Model):
+    run_date: dt.date
+    features_version: Optional[int] = None
+    model_name: Optional[str] = None
+    snapshots: Dict[str, List[dt.date]] = Field(default_factory=dict)
+    models: Dict[str, Dict[str, Number]] = Field(default_factory=dict)  # test metrics per model
+    validation: Dict[str, Dict[str, Number]] = Field(default_factory=dict)
+    tiers: Dict[str, Any] = Field(default_factory=dict)  # mode, and realised churn per tier on test
+    snapshot_plan_rule: Optional[str] = None
+    training: TrainingStats = Field(default_factory=TrainingStats)
+    run_id: Optional[str] = None
+    model_version: Optional[str] = None
+    gate: Optional[Verdict] = None
+    scored_by: Optional[ScoredBy] = None
+
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return None if v is None else str(v)
+
+
+class MetricsFileError(ValueError):
+    """A metrics.json that does not match :class:`RunMetrics` (names the file and the keys)."""
+
+
+def _finite(o: Any) -> Any:
+    """Numpy scalars as Python values, NaN and infinities as null, recursively (json.dumps would write the
+    non-standard ``NaN``)."""
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def validate(metrics: Union[dict, RunMetrics], where: str = "metrics.json") -> RunMetrics:
+    if isinstance(metrics, RunMetrics):
+        return metrics
+    try:
+        return RunMetrics.model_validate(_finite(metrics))
+    except ValidationError as e:
+        raise MetricsFileError(f"{where} does not match the metrics schema (churn_spark/run_metrics.py): {e}") from e
+
+
+def write_metrics(path: Union[str, Path], metrics: Union[dict, RunMetrics]) -> dict:
+    """Validate and write atomically (temp file + rename); returns the written content as a dict."""
+    path = Path(path)
+    m = validate(metrics, str(path))
+    content = m.model_dump(mode="json", exclude_none=False)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    tmp.replace(path)
+    return content
+
+
+def read_metrics(path: Union[str, Path]) -> dict:
+    """The validated content of a metrics.json, as plain JSON values (dates as ISO strings)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MetricsFileError(f"{path} is not valid JSON: {e}") from e
+    return validate(raw, str(path)).model_dump(mode="json")
