@@ -276,7 +276,7 @@ def _match_condition(columns: List[str]):
         conds += [
             F.array_contains(tokens, F.col("s.user_id")),
             F.array_contains(tokens, F.col("s.user_hash")),
-            F.instr(F.col("t.raw_row"), F.concat(F.lit('"'), F.col("s.user_id"), F.lit('"'))) > 0,
+            F.col("t.raw_row").contains(F.concat(F.lit('"'), F.col("s.user_id"), F.lit('"'))),
         ]
     if not conds:
         return None

@@ -98,7 +98,9 @@ def gate(spark, cfg: Config, candidate: pd.DataFrame, test_df: DataFrame, table_
         r.gate_confidence,
         seed=cfg.training.seed,
     )
-    required = max(r.gate_margin, r.gate_min_relative_change * abs(champ_metrics[metric]))
+    required = r.gate_margin  # a relative requirement, when configured, can only raise it
+    if r.gate_min_relative_change > 0:
+        required = max(required, r.gate_min_relative_change * abs(champ_metrics[metric]))
     better = lo > required + NUMERIC_NOISE
     decision.update(
         champion=champ_metrics[metric],

@@ -197,7 +197,8 @@ def test_registered_version_is_a_real_mlflow_model_with_the_scorers_probabilitie
     np.testing.assert_allclose(got["churn_probability"], want["churn_probability"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got["raw_score"], want["raw_probability"], rtol=1e-5, atol=1e-7)
     inp = tmp_path / "rows.json"
-    inp.write_text(pdf.drop(columns=["label", "snapshot_date", "split"], errors="ignore").to_json(orient="split"))
+    rows = pdf.drop(columns=["label", "snapshot_date", "split"], errors="ignore")
+    inp.write_text(json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))}))  # MLflow 2 protocol
     out = subprocess.run(
         [
             sys.executable,

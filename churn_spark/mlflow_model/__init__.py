@@ -10,6 +10,9 @@ output: ``churn_probability`` (calibrated) and ``raw_score``.
 from __future__ import annotations
 
 import shutil
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -51,15 +54,31 @@ def save_pyfunc(bundle_dir: str, path: str) -> str:
 
     verify_bundle(bundle_dir)
     shutil.rmtree(path, ignore_errors=True)
-    package = Path(__file__).resolve().parent.parent
-    mlflow.pyfunc.save_model(
-        path,
-        python_model=str(ENTRY),
-        artifacts={BUNDLE_ARTIFACT: bundle_dir},
-        code_paths=[str(package)],
-        pip_requirements=_requirements(),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package_dir(Path(tmp))
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=str(package / ENTRY.relative_to(Path(__file__).parent.parent)),
+            artifacts={BUNDLE_ARTIFACT: bundle_dir},
+            code_paths=[str(package)],
+            pip_requirements=_requirements(),
+        )
     return path
+
+
+def _package_dir(tmp: Path) -> Path:
+    """The churn_spark package as a directory. Under spark-submit ``--py-files churn_spark.zip`` it is imported from
+    a zip, which MLflow cannot copy as code: the package's files are then extracted to ``tmp`` first."""
+    package = Path(__file__).parent.parent
+    if package.is_dir():
+        return package.resolve()
+    loader = sys.modules["churn_spark"].__loader__
+    archive = getattr(loader, "archive", None)
+    if archive is None:
+        raise RuntimeError(f"cannot locate the churn_spark package files (loaded from {package})")
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp, [n for n in z.namelist() if n.startswith("churn_spark/")])
+    return tmp / "churn_spark"
 
 
 def _requirements() -> list:
