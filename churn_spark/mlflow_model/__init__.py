@@ -10,7 +10,6 @@ output: ``churn_probability`` (calibrated) and ``raw_score``.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -72,12 +71,16 @@ def _package_dir(tmp: Path) -> Path:
     package = Path(__file__).parent.parent
     if package.is_dir():
         return package.resolve()
-    loader = sys.modules["churn_spark"].__loader__
-    archive = getattr(loader, "archive", None)
+    archive = next((p for p in package.parents if p.is_file() and zipfile.is_zipfile(p)), None)
     if archive is None:
         raise RuntimeError(f"cannot locate the churn_spark package files (loaded from {package})")
+    inner = package.relative_to(archive).as_posix() + "/"  # e.g. "churn_spark/"
     with zipfile.ZipFile(archive) as z:
-        z.extractall(tmp, [n for n in z.namelist() if n.startswith("churn_spark/")])
+        for name in z.namelist():
+            if name.startswith(inner) and not name.endswith("/"):
+                target = tmp / "churn_spark" / name[len(inner) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(name))
     return tmp / "churn_spark"
 
 
