@@ -111,22 +111,25 @@ def ranking_curves(y: np.ndarray, scores: Dict[str, np.ndarray]) -> List[Image]:
     ]
 
 
+def _calibration(ax, curves, ylabel: str, title: str) -> None:
+    """Mean predicted probability against the observed rate, one line per (label, predicted, observed), with the
+    diagonal of perfect calibration."""
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
+    for (label, predicted, observed), style in zip(curves, ("o--", "s-", "^-", "v-")):
+        ax.plot(predicted, observed, style, ms=4, lw=1.3, label=label)
+    ax.set(xlabel="mean predicted probability", ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1))
+
+
 def reliability(y: np.ndarray, probabilities: Dict[str, np.ndarray], n_bins: int = 10) -> Image:
     """Reliability diagram (sklearn ``calibration_curve``, equal-width bins, empty bins dropped), one line each."""
     from sklearn.calibration import calibration_curve
 
     fig, ax = _figure()
-    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
-    for (label, p), style in zip(probabilities.items(), ("o--", "s-", "^-", "v-")):
+    curves = []
+    for label, p in probabilities.items():
         observed, predicted = calibration_curve(y, np.clip(p, 0, 1), n_bins=n_bins, strategy="uniform")
-        ax.plot(predicted, observed, style, ms=4, lw=1.3, label=label)
-    ax.set(
-        xlabel="mean predicted probability",
-        ylabel="observed churn rate",
-        title=f"Reliability (deep, {n_bins} bins)",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
+        curves.append((label, predicted, observed))
+    _calibration(ax, curves, "observed churn rate", f"Reliability (deep, {n_bins} bins)")
     _finish(ax)
     return _png(fig, "Calibration of the deep model: raw vs calibrated")
 
@@ -149,17 +152,9 @@ def realised(performance: pd.DataFrame, deciles: Sequence[dict], snapshot) -> Im
         )
     a1.set(xlabel="snapshot", ylabel="ROC-AUC", title="Realised vs test ROC-AUC")
     a1.tick_params(axis="x", labelrotation=30)
-    a2.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
     pred = [d["mean_predicted"] for d in deciles]
     real = [d["realised_rate"] for d in deciles]
-    a2.plot(pred, real, "o-", ms=4, lw=1.3, label="score deciles")
-    a2.set(
-        xlabel="mean predicted probability",
-        ylabel="realised churn rate",
-        title=f"Calibration, {snapshot}",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
+    _calibration(a2, [("score deciles", pred, real)], "realised churn rate", f"Calibration, {snapshot}")
     _finish(a1, a2)
     return _png(fig, f"Did the warnings come true? Realised ROC-AUC over time; calibration of snapshot {snapshot}")
 

@@ -66,6 +66,11 @@ def _poll(fetch, timeout: float = 30):
         time.sleep(1)
 
 
+def _submit_cmd(cluster, *args: str) -> list:
+    """deploy/submit.sh against the test cluster, with the venv shipped as is (--python-env local)."""
+    return ["bash", str(SUBMIT), "--master", cluster.url, "--python-env", "local", *CLUSTER_CONFS, *args]
+
+
 def test_standalone_cluster_runs_a_job(tmp_path):
     if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
         pytest.skip("no Java: Spark cannot start")
@@ -76,18 +81,12 @@ def test_standalone_cluster_runs_a_job(tmp_path):
         n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster", python=PYTHON
     ) as cluster:
         master_port = int(cluster.url.rsplit(":", 1)[1])
-        cmd = [
-            "bash",
-            str(SUBMIT),
-            "--master",
-            cluster.url,
-            "--python-env",
-            "local",
-            *CLUSTER_CONFS,
+        cmd = _submit_cmd(
+            cluster,
             str(result_file),
             "2",
             str(tmp_path / "delta"),
-        ]
+        )
         rc = cluster.submit(cmd, env, tmp_path, log, timeout=420)
         assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
         assert "submit.sh: running: " in log.read_text()  # submit.sh echoes the command it runs
@@ -141,14 +140,8 @@ def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
     with standalone_cluster(
         n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
     ) as cluster:
-        cmd = [
-            "bash",
-            str(SUBMIT),
-            "--master",
-            cluster.url,
-            "--python-env",
-            "local",
-            *CLUSTER_CONFS,
+        cmd = _submit_cmd(
+            cluster,
             "weekly",
             "--config",
             str(REPO / "conf" / "local.yaml"),
@@ -164,7 +157,7 @@ def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
             "training.gbt_max_iter=5",
             "--set",
             "snapshots.n_labelled=3",
-        ]
+        )
         rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
         assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
         worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
