@@ -152,7 +152,7 @@ def test_drift_table(spark, small):
     assert score["model_version"] == "1" and np.isfinite(score["psi"]) and score["n_actual"] > 0
 
 
-def test_quarantine_pseudonymised_and_retention(spark, small):
+def test_quarantine_pseudonymised_and_retention(spark, small, tmp_path):
     cfg = small
     q = spark.read.format("delta").load(cfg.quarantine_path)
     uid_row = q.where(F.col("raw_row").contains('"user_id":"cust-')).first()
@@ -160,8 +160,9 @@ def test_quarantine_pseudonymised_and_retention(spark, small):
     uid = json.loads(uid_row["raw_row"])["user_id"]
     assert json.loads(hashed)["user_id"] == privacy.user_hash(uid, privacy.salt(cfg)) and uid not in hashed
     assert privacy.apply_quarantine_retention(spark, cfg)["deleted_runs"] == []  # fresh rows are kept
-    # retention is checked in a copy: later tests need the quarantine rows
-    copy_cfg = cfg.model_copy(update={"work_dir": cfg.path("retention-copy")})
+    # retention is checked in a copy outside the work dir: later tests need the quarantine rows, and the copy's
+    # older Delta versions would still hold ids the forget test erases from the work dir
+    copy_cfg = cfg.model_copy(update={"work_dir": str(tmp_path / "retention-copy")})
     q.write.format("delta").save(copy_cfg.quarantine_path)
     out = privacy.apply_quarantine_retention(spark, copy_cfg, now=dt.datetime.now() + dt.timedelta(days=31))
     assert out["deleted_runs"] == [f"build-{RUN.isoformat()}"]
