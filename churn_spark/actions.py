@@ -110,26 +110,28 @@ def within_budget(control_in_rank_order: Sequence[bool], budget: Optional[int]) 
 
 def build_actions(risk, acfg, max_codes: int, run_id: str, created_at: dt.datetime):
     """Spark: the action rows of the risk rows given (one or more snapshots)."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from .ranking import rank_in_groups
+
     cand = risk.where((F.col("lifecycle") != F.lit("lapsed")) & F.col("risk_tier").isin(*acfg.tiers))
-    order = Window.partitionBy("snapshot_date").orderBy(
-        F.desc("expected_value_at_risk"), F.desc("churn_probability"), F.asc("user_id")
-    )
     action, matched = action_cols(F.col("top_reasons"), acfg.rules, acfg.default_action, max_codes)
+    cand = cand.withColumn("control", control_draw_col(F.col("user_id"), F.col("snapshot_date")) < acfg.control_share)
+    # value order, user id last so it is unique: the rank is a row number and the running count well defined
+    ranked = rank_in_groups(
+        cand,
+        ["snapshot_date"],
+        [("expected_value_at_risk", False), ("churn_probability", False), ("user_id", True)],
+        rank_col="value_rank",
+        running={"_contacted_before": (~F.col("control")).cast("long")},
+    )
     ranked = (
-        cand.withColumn("value_rank", F.row_number().over(order))
-        .withColumn("control", control_draw_col(F.col("user_id"), F.col("snapshot_date")) < acfg.control_share)
+        ranked.withColumn("value_rank", F.col("value_rank").cast("int"))
         .withColumn("action", action)
         .withColumn("matched_reason", matched)
     )
     if acfg.contact_budget is not None:
-        before = order.rowsBetween(Window.unboundedPreceding, -1)
-        contacted_before = F.coalesce(F.sum((~F.col("control")).cast("int")).over(before), F.lit(0))
-        ranked = ranked.withColumn("_contacted_before", contacted_before).where(
-            F.col("_contacted_before") < acfg.contact_budget
-        )
+        ranked = ranked.where(F.col("_contacted_before") < acfg.contact_budget)
     return (
         ranked.withColumn("run_id", F.lit(run_id))
         .withColumn("created_at", F.lit(created_at).cast("timestamp"))

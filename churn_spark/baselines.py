@@ -35,17 +35,9 @@ def _aggregates(
     return df.select("*", *[v.alias(k) for k, v in cols.items()]), list(cols)
 
 
-def fit_baselines(
-    train: DataFrame,
-    channels: List[str],
-    n_buckets: int,
-    gbt_max_iter: int,
-    gbt_max_depth: int,
-    seed: int,
-    *,
-    recent_buckets: int,
-):
-    """Fit both baselines; returns {name: fitted PipelineModel}."""
+def fit_baselines(train: DataFrame, channels: List[str], n_buckets: int, t, *, recent_buckets: int):
+    """Fit both baselines with the ``training.lr_*`` / ``training.gbt_*`` settings of ``t`` (the training config);
+    returns {name: fitted PipelineModel}."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.feature import StandardScaler, VectorAssembler
@@ -57,14 +49,16 @@ def fit_baselines(
         stages=[
             VectorAssembler(inputCols=agg_cols, outputCol="raw_features"),
             StandardScaler(inputCol="raw_features", outputCol="features", withMean=True),
-            LogisticRegression(labelCol="label", featuresCol="features", maxIter=100, regParam=1e-3),
+            LogisticRegression(
+                labelCol="label", featuresCol="features", maxIter=t.lr_max_iter, regParam=t.lr_reg_param
+            ),
         ]
     )
     gbt = Pipeline(
         stages=[
             VectorAssembler(inputCols=agg_cols + ["seq_vec"], outputCol="features"),
             GBTClassifier(
-                labelCol="label", featuresCol="features", maxIter=gbt_max_iter, maxDepth=gbt_max_depth, seed=seed
+                labelCol="label", featuresCol="features", maxIter=t.gbt_max_iter, maxDepth=t.gbt_max_depth, seed=t.seed
             ),
         ]
     )

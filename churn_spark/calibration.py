@@ -13,6 +13,8 @@ import numpy as np
 
 from .metrics import PROB_EPS
 
+PLATT_C = 1e6  # inverse L2 strength: Platt scaling is a plain two-parameter fit, so effectively unregularised
+
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, PROB_EPS, 1 - PROB_EPS)
@@ -38,7 +40,7 @@ class Calibrator:
         if method == "platt":
             from sklearn.linear_model import LogisticRegression
 
-            lr = LogisticRegression(C=1e6).fit(_logit(p).reshape(-1, 1), y)
+            lr = LogisticRegression(C=PLATT_C).fit(_logit(p).reshape(-1, 1), y)
             return cls("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
         raise ValueError(f"unknown calibration method {method!r} (isotonic | platt)")
 

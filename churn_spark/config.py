@@ -102,8 +102,11 @@ class TrainingConf(_Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     class_weight: bool = True
     seed: int = 7
+    mixed_precision: bool = False  # float16 compute on GPU ranks (no effect on CPU)
     timeout_s: int = Field(1800, ge=10)  # Horovod start/finish bound: a lost rank fails the job, never hangs it
     gbt_max_iter: int = Field(40, ge=1)
+    lr_max_iter: int = Field(100, ge=1)  # LR baseline: L-BFGS iterations (it converges well before on RFM features)
+    lr_reg_param: float = Field(1e-3, ge=0)  # LR baseline: L2 strength on standardised features
     gbt_max_depth: int = Field(4, ge=1)
     calibration: Literal["isotonic", "platt"] = "isotonic"
     max_eval_rows: int = Field(2_000_000, ge=100)  # cap on (probability, label) pairs brought to the driver

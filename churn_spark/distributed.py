@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -138,6 +138,7 @@ def _rank_main(args: Dict) -> Dict:
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     t = args["training"]
+    device = pin_device(tf, hvd.local_rank(), bool(t.get("mixed_precision")))
     stats = FeatureStats.from_json(args["stats"])
     batch = t["batch_size"]
     tf.keras.utils.set_random_seed(t["seed"])  # same init everywhere; broadcast from rank 0 makes it certain
@@ -156,9 +157,7 @@ def _rank_main(args: Dict) -> Dict:
     model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
     steps = args["steps_per_epoch"]
     peak = t["learning_rate"] * size  # linear LR scaling by ranks, reached after warm-up
-    warm = max(1, t["warmup_epochs"] * steps)
-    schedule = WarmupSchedule(t["learning_rate"], peak, warm)
-    opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=schedule))
+    opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=peak))
     model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")])
 
     ckpt = Path(args["checkpoint_dir"])
@@ -167,17 +166,21 @@ def _rank_main(args: Dict) -> Dict:
     if state_file.is_file():
         state = json.loads(state_file.read_text())
         model.load_weights(str(ckpt / "weights.h5"))
-        if state.get("optimizer"):  # Adam moments and the step counter of the warm-up schedule
+        if state.get("optimizer"):  # Adam's moments, step counter and learning rate
             restored_step = restore_optimizer(opt, model, ckpt, state["optimizer"])
         initial_epoch, resumed = state["epoch"] + 1, True
-    best = BestWeights(t["patience"], ckpt if state_file.is_file() else None)
+    best = ResumableEarlyStopping(t["patience"], ckpt if state_file.is_file() else None)
     speed = Throughput(steps * batch)
-    callbacks = [
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-        hvd.callbacks.MetricAverageCallback(),
-        best,
-        speed,
-    ]
+    # Horovod's order: broadcast rank 0's initial state, average the epoch metrics across ranks (so early stopping
+    # decides the same on every rank), then the LR warm-up from the single-rank LR to the rank-scaled one
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), hvd.callbacks.MetricAverageCallback()]
+    if t["warmup_epochs"] > 0:
+        callbacks.append(
+            hvd.callbacks.LearningRateWarmupCallback(
+                initial_lr=peak, warmup_epochs=t["warmup_epochs"], steps_per_epoch=steps
+            )
+        )
+    callbacks += [best, speed]
     if rank == 0:
         callbacks += [RankZeroCheckpoint(ckpt, best), EpochLog(t["epochs"], initial_epoch, steps * batch * size)]
     t0 = time.time()
@@ -217,6 +220,7 @@ def _rank_main(args: Dict) -> Dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         **executor_identity(),
+        "device": device,
         "resumed": resumed,
         "restored_optimizer_step": restored_step,
         "initial_epoch": initial_epoch,
@@ -228,6 +232,44 @@ def _rank_main(args: Dict) -> Dict:
     }
 
 
+def assigned_gpus() -> List[str]:
+    """The GPU addresses Spark's GPU-aware scheduling gave this rank's task (``spark.task.resource.gpu.amount``),
+    as Horovod hands them to the rank process; empty without GPU scheduling."""
+    from horovod.spark.task import task_info
+
+    return list(task_info.get_available_devices())
+
+
+def gpu_choice(assigned: List[str], local_rank: int, visible: List[str]) -> Optional[int]:
+    """Index into ``visible`` (TensorFlow's GPU names, ``/physical_device:GPU:<n>``) of the GPU this rank uses:
+    the first one Spark assigned to its task, else ``local_rank`` modulo the GPUs (two ranks on one executor must
+    not both take GPU 0); None on a machine without GPUs."""
+    if not visible:
+        return None
+    ordinals = [name.rsplit(":", 1)[-1] for name in visible]
+    for address in assigned:
+        if str(address).strip() in ordinals:
+            return ordinals.index(str(address).strip())
+    if assigned:
+        raise RuntimeError(f"Spark assigned GPU {assigned} to this task but TensorFlow sees only {visible}")
+    return local_rank % len(visible)
+
+
+def pin_device(tf, local_rank: int, mixed_precision: bool) -> str:
+    """Make one GPU visible to this rank (memory growth on, so ranks sharing a GPU do not each grab all of it) and
+    return what it runs on; the CPU path is unchanged. ``mixed_precision`` applies only on a GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    idx = gpu_choice(assigned_gpus() if gpus else [], local_rank, [g.name for g in gpus])
+    if idx is None:
+        return "cpu"
+    tf.config.set_visible_devices(gpus[idx], "GPU")
+    tf.config.experimental.set_memory_growth(gpus[idx], True)
+    if mixed_precision:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    print(f"[rank local {local_rank}] training on {gpus[idx].name}", flush=True)
+    return gpus[idx].name
+
+
 # ---- Keras pieces -------------------------------------------------------------------------------------------
 def _keras():
     import tensorflow as tf
@@ -235,59 +277,44 @@ def _keras():
     return tf.keras
 
 
-@_keras().utils.register_keras_serializable(package="churn_spark")
-class WarmupSchedule(_keras().optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from the single-rank LR to the rank-scaled LR, then constant (Goyal et al. style)."""
-
-    def __init__(self, base: float, peak: float, warmup_steps: int):
-        self.base, self.peak, self.warmup_steps = base, peak, warmup_steps
-
-    def __call__(self, step):
-        import tensorflow as tf
-
-        frac = tf.minimum(tf.cast(step, tf.float32) / float(self.warmup_steps), 1.0)
-        return self.base + (self.peak - self.base) * frac
-
-    def get_config(self):
-        return {"base": self.base, "peak": self.peak, "warmup_steps": self.warmup_steps}
-
-
-class BestWeights(_keras().callbacks.Callback):
-    """Early stopping on rank-averaged val_loss that keeps the best weights in memory (identical on all ranks)."""
+class ResumableEarlyStopping(_keras().callbacks.EarlyStopping):
+    """Keras' ``EarlyStopping`` on the rank-averaged ``val_loss`` with the best weights kept, plus the one thing the
+    stock callback lacks: its state survives a restart. The stock ``on_train_begin`` resets ``best``, ``wait`` and
+    the best weights, so a run resumed from a checkpoint would forget the best epoch before the crash; here they
+    are reloaded from what :class:`RankZeroCheckpoint` wrote (``state.json`` and ``best.h5``)."""
 
     def __init__(self, patience: int, ckpt: Path | None):
-        super().__init__()
-        self.patience, self.best, self.wait, self.best_weights, self.stopped_before = patience, np.inf, 0, None, False
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self.improved, self.stopped_before, self._saved, self._best_file = False, False, None, None
         if ckpt is not None:
             state = json.loads((ckpt / "state.json").read_text())
-            self.best, self.wait = state.get("best", np.inf), state.get("wait", 0)
+            self._saved = (state.get("best", np.inf), state.get("wait", 0))
             self.stopped_before = bool(state.get("stopped") or state.get("complete"))
             if (ckpt / "best.h5").is_file():
                 self._best_file = ckpt / "best.h5"
 
     def on_train_begin(self, logs=None):
-        f = getattr(self, "_best_file", None)
-        if f is not None and self.best_weights is None:
+        super().on_train_begin(logs)
+        if self._saved is not None:
+            self.best, self.wait = self._saved
+        if self._best_file is not None:
             current = self.model.get_weights()
-            self.model.load_weights(str(f))
+            self.model.load_weights(str(self._best_file))
             self.best_weights = self.model.get_weights()
             self.model.set_weights(current)
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = float((logs or {}).get("val_loss", np.inf))
-        self.improved = loss < self.best
-        if self.improved:
-            self.best, self.wait, self.best_weights = loss, 0, self.model.get_weights()
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.model.stop_training = True
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        self.improved = self.best != before  # read by the checkpoint callback: write best.h5 only then
 
     def restore(self, model):
-        if self.best_weights is None and getattr(self, "_best_file", None) is not None:
-            model.load_weights(str(self._best_file))
-        elif self.best_weights is not None:
+        """The best weights, also when training ran to the last epoch (the stock callback restores only when it
+        stops early) or did not run at all in this attempt (stopped before the restart)."""
+        if self.best_weights is not None:
             model.set_weights(self.best_weights)
+        elif self._best_file is not None:
+            model.load_weights(str(self._best_file))
 
 
 class Throughput(_keras().callbacks.Callback):
@@ -313,9 +340,11 @@ class Throughput(_keras().callbacks.Callback):
 
 class RankZeroCheckpoint(_keras().callbacks.Callback):
     """After each epoch: weights, best weights, the optimizer state and {epoch, best, wait} — rank 0 writes the
-    files first and ``state.json`` last (atomically), so a resume only ever sees a complete set."""
+    files first and ``state.json`` last (atomically), so a resume only ever sees a complete set. Not the stock
+    ``ModelCheckpoint`` (it saves neither the early-stopping state nor the optimizer beside the weights as one
+    set) nor ``BackupAndRestore`` (every rank would write its own backup)."""
 
-    def __init__(self, directory: Path, best: BestWeights):
+    def __init__(self, directory: Path, best: ResumableEarlyStopping):
         super().__init__()
         self.dir, self.best = directory, best
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +368,7 @@ class RankZeroCheckpoint(_keras().callbacks.Callback):
 
 
 def save_optimizer(optimizer, directory: Path, epoch: int) -> str:
-    """Adam's moments and step counter (which also drives the warm-up schedule) as a ``tf.train.Checkpoint`` named
+    """Adam's moments, step counter and learning rate as a ``tf.train.Checkpoint`` named
     by epoch; returns its prefix. Older epochs' files are removed once the new one is complete."""
     import tensorflow as tf
 

@@ -34,13 +34,7 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
     t = cfg.training
     with step("baselines"):
         baselines = fit_baselines(
-            splits["train"],
-            channels,
-            cfg.sequence.n_buckets,
-            t.gbt_max_iter,
-            t.gbt_max_depth,
-            t.seed,
-            recent_buckets=cfg.recent_buckets,
+            splits["train"], channels, cfg.sequence.n_buckets, t, recent_buckets=cfg.recent_buckets
         )
     frames = {}
     for split in ("validation", "test"):

@@ -248,22 +248,25 @@ def population_rates_np(spend, orders, exposure, savable) -> Tuple[float, float]
 
 def value_columns(ranked, rule: LifecycleRule, top: Optional[str]):
     """Spark: ``lifecycle`` and ``expected_value_at_risk`` from the facts, the probability and ``risk_tier``."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    snap = Window.partitionBy("snapshot_date")
+    from .ranking import group_totals
+
     savable = ~F.col("lc_lapsed")
-
-    def pooled(col: str):
-        return F.sum(F.when(savable, F.col(col)).otherwise(0.0)).over(snap)
-
-    exposure = pooled("value_exposure_days")
-    pop_spend = F.coalesce(pooled("value_spend") / exposure, F.lit(0.0))  # null (0/0) when nobody is savable
-    pop_orders = F.coalesce(pooled("value_orders") / exposure, F.lit(0.0))
+    pooled = {
+        f"_pool_{c}": F.when(savable, F.col(c)).otherwise(0.0)
+        for c in ("value_exposure_days", "value_spend", "value_orders")
+    }
+    ranked = group_totals(ranked, ["snapshot_date"], pooled)
+    exposure = F.col("_pool_value_exposure_days")
+    pop_spend = F.coalesce(F.col("_pool_value_spend") / exposure, F.lit(0.0))  # null (0/0) when nobody is savable
+    pop_orders = F.coalesce(F.col("_pool_value_orders") / exposure, F.lit(0.0))
     spend = expected_spend(SPARK, F.col("value_spend"), F.col("value_exposure_days"), pop_spend, pop_orders, rule)
     in_top = F.coalesce(F.col("risk_tier") == F.lit(top), F.lit(False)) if top else F.lit(False)
-    return ranked.withColumn("expected_value_at_risk", F.round(F.col("churn_probability") * spend, 4)).withColumn(
-        "lifecycle", lifecycle_label(SPARK, F.col("lc_lapsed"), F.col("lc_new"), in_top)
+    return (
+        ranked.withColumn("expected_value_at_risk", F.round(F.col("churn_probability") * spend, 4))
+        .withColumn("lifecycle", lifecycle_label(SPARK, F.col("lc_lapsed"), F.col("lc_new"), in_top))
+        .drop(*pooled)
     )
 
 

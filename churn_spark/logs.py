@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 import time
-from typing import Iterator
+from typing import Dict, Iterator, List
 
 LOG = logging.getLogger("churn_spark")
 
@@ -67,6 +67,21 @@ def setup_logging(level: str = "INFO") -> None:
     setup_logging._done = True  # type: ignore[attr-defined]
 
 
+_COLLECTORS: List[Dict[str, float]] = []
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Dict[str, float]]:
+    """Seconds of every :func:`step` that ends inside, summed by step name in the order they started: the weekly run
+    log's breakdown of where a step's time went (nested steps are each listed, so parts can overlap)."""
+    parts: Dict[str, float] = {}
+    _COLLECTORS.append(parts)
+    try:
+        yield parts
+    finally:
+        _COLLECTORS.remove(parts)
+
+
 @contextlib.contextmanager
 def step(name: str, **fields) -> Iterator[dict]:
     """``with step("score", snapshot=s) as info: ... info["rows"] = n`` logs start, end, seconds and info."""
@@ -80,6 +95,8 @@ def step(name: str, **fields) -> Iterator[dict]:
         LOG.error("failed %s after %.1fs", name, time.time() - t0)
         raise
     info.setdefault("seconds", round(time.time() - t0, 2))
+    for parts in _COLLECTORS:
+        parts[name] = round(parts.get(name, 0.0) + float(info["seconds"]), 2)
     LOG.info(
         "end %s in %.1fs %s", name, info["seconds"], " ".join(f"{k}={v}" for k, v in info.items() if k != "seconds")
     )

@@ -48,7 +48,7 @@ def build_model(
         x = L.Conv1D(
             conv_filters, conv_kernel, padding="causal", activation="relu", kernel_initializer=init, name=f"conv{i}"
         )(x)
-    rnn_layer = {"gru": L.GRU, "lstm": L.LSTM}[rnn]
+    rnn_layer = {"gru": L.GRU, "lstm": L.LSTM}[rnn]  # default activations, no recurrent dropout: cuDNN kernels on GPU
     x = rnn_layer(
         rnn_units, kernel_initializer=init, recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed), name=rnn
     )(x)
@@ -56,7 +56,8 @@ def build_model(
     h = L.Concatenate(name="join")([x, s])
     h = L.Dense(dense_units, activation="relu", kernel_initializer=init, name="head")(h)
     h = L.Dropout(dropout, seed=seed)(h)
-    out = L.Dense(1, activation="sigmoid", kernel_initializer=init, name="churn")(h)
+    # float32 output even under a mixed-precision policy: a float16 sigmoid saturates and the loss loses precision
+    out = L.Dense(1, activation="sigmoid", kernel_initializer=init, name="churn", dtype="float32")(h)
     return tf.keras.Model([seq_in, static_in], out, name="churn_cnn_rnn")
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from pyspark.sql import SparkSession
 
 from .config import Config
-from .logs import LOG, step
+from .logs import LOG, step, timed
 
 STEPS = ("build_sequences", "train", "validate", "score", "monitor", "report")
 
@@ -176,8 +177,11 @@ def _weekly(spark: SparkSession, cfg: Config, run_date: dt.date, force: bool) ->
         if previous and not force and _still_there(cfg, name, previous):
             LOG.info("step %s for %s already done: %s (use --force to redo)", name, run_date, _short(previous))
             continue
+        t0 = time.time()
         try:
-            log.record(name, runners[name]())
+            with timed() as parts:
+                out = runners[name]()
+            log.record(name, {**out, "timings": {"seconds": round(time.time() - t0, 2), "parts": parts}})
         except Exception as e:
             raise StepFailed(
                 f"weekly run {run_date}: step '{name}' failed: {str(e).splitlines()[0] if str(e) else e!r}"

@@ -26,20 +26,25 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
+from .config import ScoringConf
 from .feature_spec import NUMERIC_STATIC, recent_buckets
+from .metrics import PROB_EPS
 from .preprocess import FeatureStats
 
 RATING, REVIEWS = "rating_mean", "reviews"
 Group = Tuple[str, str]  # (kind, name): ("recent" | "earlier", channel) or ("static", feature)
 
 
+_SCORING = ScoringConf.model_fields  # the defaults live in the config, once
+
+
 @dataclass(frozen=True)
 class ReasonSettings:
     """How many codes per user, and the thresholds that make a code true (``scoring.*`` in the config)."""
 
-    top: int = 3
-    tolerance: float = 0.05  # relative: recent and earlier rates within this are "unchanged" (no up/down code)
-    bad_review_rating: float = 2.5
+    top: int = _SCORING["reason_count"].default
+    tolerance: float = _SCORING["reason_tolerance"].default  # relative: rates within it are "unchanged"
+    bad_review_rating: float = _SCORING["bad_review_rating"].default  # a mean rating at or below it is a bad review
 
     @classmethod
     def from_config(cls, scoring) -> "ReasonSettings":
@@ -91,7 +96,7 @@ def group_attributions(b, inputs: Dict[str, np.ndarray]) -> np.ndarray:
     st = tf.convert_to_tensor(inputs["static"])
     with tf.GradientTape() as tape:
         tape.watch([seq, st])
-        p = tf.clip_by_value(b.model({"sequence": seq, "static": st}, training=False), 1e-6, 1 - 1e-6)
+        p = tf.clip_by_value(b.model({"sequence": seq, "static": st}, training=False), PROB_EPS, 1 - PROB_EPS)
         logit = tf.math.log(p / (1 - p))
     g_seq, g_st = tape.gradient(logit, [seq, st])
     return group_scores((g_seq * seq).numpy(), (g_st * st).numpy(), b.stats)

@@ -26,6 +26,7 @@ from .report_format import integer as _int
 from .report_format import pct as _pct
 from .report_format import reasons_text as _reasons_text
 from .report_format import table as _table
+from .report_format import timings_table
 
 __all__ = ["render", "write_report", "gather", "ReportData"]
 
@@ -424,6 +425,7 @@ def render(data: ReportData) -> str:
         action=action_section(data),
         outcomes=outcomes_section(data),
         quality=_quality(data),
+        timings=timings_table(data.timings),
     )
 
 

@@ -12,6 +12,7 @@ Brier) are read with ``.get`` through the small typed views below, so a report o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ class ReportData:
     calibration: List[Dict[str, Any]] = field(default_factory=list)  # deciles of the newest matured snapshot
     calibration_snapshot: Optional[dt.date] = None
     ingest_summary: Optional[Dict[str, Dict[str, Any]]] = None
+    timings: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # runlog.json: {step: {seconds, parts}}
     notes: List[str] = field(default_factory=list)  # what could not be gathered, shown on top of the page
 
     def __post_init__(self) -> None:
@@ -232,6 +234,15 @@ class ReportData:
 # ---------------------------------------------------------------------------------------------------------
 # Spark side
 # ---------------------------------------------------------------------------------------------------------
+def step_timings(runlog: Path) -> Dict[str, Dict[str, Any]]:
+    """{step: {"seconds", "parts"}} of the weekly steps recorded so far (the report step itself runs last, so it
+    is never among them); empty when the report runs outside ``weekly``."""
+    if not runlog.is_file():
+        return {}
+    steps = json.loads(runlog.read_text()).get("steps", {})
+    return {name: out["timings"] for name, out in steps.items() if isinstance(out, dict) and out.get("timings")}
+
+
 def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None) -> ReportData:
     """Read metrics.json, test_scores.csv and small aggregates of the risk, feature and quarantine tables."""
     run_dir = Path(cfg.path("runs", run_date.isoformat()))
@@ -257,6 +268,7 @@ def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None)
         tier_thresholds=dict(thresholds),
         psi_threshold=float(cfg.report.psi_threshold),
         ingest_summary=ingest_summary,
+        timings=step_timings(run_dir / "runlog.json"),
         notes=notes,
     )
     _gather_risk(spark, cfg, data)

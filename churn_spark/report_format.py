@@ -60,3 +60,18 @@ def table(
 def reasons_text(reasons: Any) -> str:
     """Reason codes as one cell: ``a; b; c``."""
     return "; ".join(map(str, reasons)) if isinstance(reasons, (list, tuple, np.ndarray)) else (reasons or "")
+
+
+def timings_table(timings: Dict[str, Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Where the run's time went: one row per weekly step (wall seconds, share of the run) with the logged parts
+    inside it (nested parts overlap, so they need not add up)."""
+    if not timings:
+        return None
+    total = sum(float(t.get("seconds") or 0.0) for t in timings.values())
+    rows = []
+    for name, t in timings.items():
+        s = float(t.get("seconds") or 0.0)
+        parts = ", ".join(f"{k} {float(v):.1f}s" for k, v in (t.get("parts") or {}).items() if k != name)
+        rows.append([name, f"{s:.1f}", pct(s / total) if total else "—", parts])
+    rows.append(["total", f"{total:.1f}", "100.00%" if total else "—", ""])
+    return table(["step", "seconds", "share", "parts"], rows, left=(0, 3))

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import lifecycle, registry
+from . import lifecycle, ranking, registry
 from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput
@@ -86,18 +86,16 @@ def risk_rows(
     """Risk table rows. Users are ranked by the model's raw score (calibration is monotone but makes plateaus);
     equal raw scores share a rank and a tier, so nothing depends on row order or user ids.
 
+    No step puts a whole snapshot into one task (:mod:`ranking`); ``scored`` is read several times, so persist it.
     Ranks, percentiles and tiers are computed among the savable users only (``scored`` carries the
     :data:`lifecycle.FACTS`): lapsed users get tier ``lapsed``, no percentile, and ranks after every savable user
     (by raw score among themselves). ``previous`` is :func:`lifecycle.previous_snapshot` (None: no earlier one).
     """
     savable = ~F.col("lc_lapsed")
-    group = Window.partitionBy("snapshot_date", "lc_lapsed")
-    n_savable = F.sum(savable.cast("int")).over(Window.partitionBy("snapshot_date"))
-    ranked = (
-        scored.withColumn("_r", F.rank().over(group.orderBy(F.desc("raw_probability"))))
-        .withColumn("_n", F.count(F.lit(1)).over(group))
-        .withColumn("_ns", n_savable)
+    ranked = ranking.rank_in_groups(
+        scored, ["snapshot_date", "lc_lapsed"], [("raw_probability", False)], rank_col="_r", size_col="_n"
     )
+    ranked = ranking.group_totals(ranked, ["snapshot_date"], {"_ns": savable.cast("long")})
     share_above = (F.col("_r") - 1) / F.col("_n")
     ranked = ranked.select(
         "user_id",
@@ -233,6 +231,7 @@ def score(
         )
         if not cfg.scoring.reasons:
             scored = scored.withColumn("top_reasons", F.lit(None).cast("array<string>"))
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)  # ranked in several passes: run the model once
         out = risk_rows(
             scored,
             cfg.scoring,
@@ -250,6 +249,7 @@ def score(
             table_version = write_partition(out, cfg.risk_table_path, snapshot, cfg.scoring.max_retries, meta)
         finally:
             out.unpersist()
+            scored.unpersist()
         written = (
             spark.read.format("delta")
             .option("versionAsOf", table_version)

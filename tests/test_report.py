@@ -465,6 +465,33 @@ def test_render_with_nothing_but_metrics():
     assert numbers(d)["users_scored"] == 0 and numbers(d)["psi.flagged"] == 0
 
 
+def test_step_timings_table_from_the_run_log(tmp_path):
+    import json
+
+    from churn_spark.report_data import step_timings
+
+    log = tmp_path / "runlog.json"
+    log.write_text(
+        json.dumps(
+            {
+                "steps": {
+                    "build_sequences": {"timings": {"seconds": 30.0, "parts": {"build_sequences": 29.5}}},
+                    "train": {"timings": {"seconds": 90.0, "parts": {"horovod training": 60.0, "mlflow": 5.0}}},
+                    "validate": {"promoted": True},  # recorded before timings existed: left out
+                }
+            }
+        )
+    )
+    d = make_data()
+    d.timings = step_timings(log)
+    assert list(d.timings) == ["build_sequences", "train"] and step_timings(tmp_path / "none.json") == {}
+    page = render(d)
+    section = page[page.index("Where the time went") :]
+    assert _cells(_row(section, "train"))[1:] == ["90.0", "75.00%", "horovod training 60.0s, mlflow 5.0s"]
+    assert _cells(_row(section, "total"))[1:3] == ["120.0", "100.00%"]
+    assert "Where the time went" not in render(make_data())
+
+
 def test_render_with_a_minimal_metrics_json():
     page = render(ReportData(run_date=RUN, metrics={"gate": {"interval": None, "comparable": None}}))
     assert "NOT PROMOTED" in page and "No labelled test scores." in page and page.endswith("</html>")

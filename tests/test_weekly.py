@@ -48,6 +48,13 @@ def test_every_step_recorded(weekly):
     for source, c in ingest.items():
         assert c["rows_in"] == c["used"] + c["quarantined"] + c["deduplicated"], source
     assert ingest["orders"]["quarantined"] > 0 and ingest["events"]["deduplicated"] > 0  # the dirty lake
+    # where the time went: every step's wall seconds, with the parts logged inside it
+    t = {name: out["timings"] for name, out in steps.items()}
+    assert all(v["seconds"] > 0 for v in t.values()), t
+    assert {"training data", "horovod training", "evaluation"} <= set(t["train"]["parts"])
+    assert t["train"]["parts"]["horovod training"] <= t["train"]["seconds"]
+    page = open(steps["report"]["report"]).read()
+    assert "Where the time went" in page and "horovod training" in page
 
 
 def test_every_eligible_user_scored_exactly_once(spark, weekly):
