@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Dict, List, Optional
 
 from pyspark.errors import AnalysisException
@@ -209,7 +210,7 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     reasons: List[tuple[Column, str]] = []
     if CORRUPT in present:
         reasons.append((F.col(CORRUPT).isNotNull(), "malformed_row"))
-    reasons.append((raw_json.contains("\ufffd"), "bad_encoding"))  # bytes that were not valid in the encoding
+    reasons.append((_has_replacement_char(raw, fields), "bad_encoding"))  # bytes not valid in the encoding
 
     uid = F.trim(F.col(mapping["user_id"]).cast("string"))
     out["user_id"] = uid
@@ -265,12 +266,36 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     reason = F.lit(None).cast("string")
     for cond, code in reversed(reasons):  # first matching reason wins
         reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(code)).otherwise(reason)
-    df = raw.select(*[c.alias(k) for k, c in out.items()], reason.alias("reason"))
-    # exact duplicates of a good row: keep the first copy, quarantine the others
-    w = Window.partitionBy("_raw").orderBy(F.lit(1))
-    df = df.withColumn("_copy", F.when(F.col("reason").isNull(), F.row_number().over(w)).otherwise(F.lit(1)))
-    df = df.withColumn("reason", F.when(F.col("_copy") > 1, F.lit("exact_duplicate")).otherwise(F.col("reason")))
+    # exact duplicates of a good row: keep the first copy, quarantine the others. Copies are found by the source
+    # columns themselves (not their JSON), and the JSON is kept only for the rows that go to quarantine: good rows
+    # never carry a text copy of themselves through the shuffle and the cache.
+    copy = F.row_number().over(Window.partitionBy(*_identity(raw, fields)).orderBy(F.lit(1)))
+    ided = raw.withColumn(DUP, copy > 1)
+    final = F.when(reason.isNull() & F.col(DUP), F.lit("exact_duplicate")).otherwise(reason)
+    cols = {k: c for k, c in out.items() if k != "_raw"}
+    df = ided.select(*[c.alias(k) for k, c in cols.items()], final.alias("reason"), raw_json.alias("_json"))
+    df = df.withColumn("_raw", F.when(F.col("reason").isNotNull(), F.col("_json")))
     return df.select(*out.keys(), "reason")
+
+
+DUP = "__churn_spark_copy"  # a column name no source will have
+
+
+def _identity(raw: DataFrame, fields: Dict[str, T.DataType]) -> List[Column]:
+    """The columns that make two source rows the same row (maps cannot be grouped on: their JSON stands in)."""
+    return [F.to_json(F.col(f"`{c}`")) if isinstance(t, T.MapType) else F.col(f"`{c}`") for c, t in fields.items()]
+
+
+def _has_replacement_char(raw: DataFrame, fields: Dict[str, T.DataType]) -> Column:
+    """U+FFFD in any text of the row: what a decoder leaves for bytes that are not valid in the file's encoding."""
+    checks = [
+        F.col(f"`{c}`").contains("\ufffd")
+        if isinstance(t, T.StringType)
+        else F.to_json(F.col(f"`{c}`")).contains("\ufffd")
+        for c, t in fields.items()
+        if isinstance(t, (T.StringType, T.StructType, T.ArrayType, T.MapType))
+    ]
+    return reduce(lambda a, b: a | b, checks) if checks else F.lit(False)
 
 
 def ingest(spark: SparkSession, cfg: Config, run_id: str, clock: dt.date) -> IngestResult:
