@@ -19,7 +19,7 @@ from .baselines import fit_baselines, predict_baseline
 from .calibration import Calibrator, cross_fitted
 from .config import Config
 from .logs import step
-from .metrics import best_f1_threshold, classification_report
+from .metrics import best_f1_threshold, classification_report, paired_bootstrap
 from .predict import score_frame
 from .tiers import assign_tiers, realised_by_tier
 
@@ -65,10 +65,39 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
         }
         out["calibrators"][name] = cal
         test[f"{name}_calibrated"] = cal(st)
+    for name, gain in gain_over_baseline(test, yt, [n for n in out["models"] if n != BASELINE], cfg).items():
+        out["models"][name].update(gain)
     s = cfg.scoring
     tiers = assign_tiers(
         s.tier_mode, test["deep"].to_numpy(), test["deep_calibrated"].to_numpy(), s.tier_shares, s.tiers
     )
     out["tiers"] = {"mode": s.tier_mode, "test": realised_by_tier(tiers, yt, test["deep_calibrated"].to_numpy())}
     out["test_scores"] = test
+    return out
+
+
+BASELINE = "lr_rfm"  # what a user would fit instead: a model is worth its cost only if it beats this one
+GAIN_CONFIDENCE = 0.95
+
+
+def gain_over_baseline(test: pd.DataFrame, y: np.ndarray, names: List[str], cfg: Config) -> Dict[str, dict]:
+    """Per model: its test ROC-AUC minus ``lr_rfm``'s on the same rows (``roc_auc_gain_vs_lr_rfm``) with a paired
+    bootstrap 95 % interval (``..._lo``, ``..._hi``), merged into that model's test metrics: an interval above 0
+    says the model earns its cost on this data, one straddling 0 says the linear model would do as well."""
+    base_p, base_s = test[f"{BASELINE}_calibrated"].to_numpy(), test[BASELINE].to_numpy()
+    out: Dict[str, dict] = {}
+    for name in names:
+        gain, lo, hi = paired_bootstrap(
+            "roc_auc",
+            y,
+            test[f"{name}_calibrated"].to_numpy(),
+            test[name].to_numpy(),
+            base_p,
+            base_s,
+            cfg.registry.gate_bootstrap,
+            GAIN_CONFIDENCE,
+            seed=cfg.training.seed,
+        )
+        key = f"roc_auc_gain_vs_{BASELINE}"
+        out[name] = {key: gain, f"{key}_lo": lo, f"{key}_hi": hi}
     return out

@@ -100,6 +100,25 @@ def test_paired_bootstrap_promotes_a_clearly_better_model_only():
     assert lo <= 0.0 < hi
 
 
+def test_gain_over_the_linear_baseline_with_its_interval(tmp_path):
+    """Each model's ROC-AUC gain over lr_rfm on the same test rows, with an interval that says whether it is real."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from churn_spark.config import load_config
+    from churn_spark.evaluation import gain_over_baseline
+
+    y, good, weak = _sample()
+    test = pd.DataFrame({"deep": good, "deep_calibrated": good, "gbt": weak, "gbt_calibrated": weak})
+    test["lr_rfm"] = test["lr_rfm_calibrated"] = weak
+    out = gain_over_baseline(test, y, ["deep", "gbt"], load_config(None, [f"work_dir={tmp_path}"]))
+    d = out["deep"]
+    assert d["roc_auc_gain_vs_lr_rfm"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, weak))
+    assert 0 < d["roc_auc_gain_vs_lr_rfm_lo"] <= d["roc_auc_gain_vs_lr_rfm"] <= d["roc_auc_gain_vs_lr_rfm_hi"]
+    g = out["gbt"]  # the same scores as the baseline: no gain, and an interval that cannot claim one
+    assert g["roc_auc_gain_vs_lr_rfm"] == g["roc_auc_gain_vs_lr_rfm_lo"] == g["roc_auc_gain_vs_lr_rfm_hi"] == 0
+
+
 def test_paired_bootstrap_orients_lower_is_better_metrics():
     y, good, weak = _sample()
     obs, lo, _ = paired_bootstrap("log_loss", y, good, good, weak, weak, 50, 0.9)

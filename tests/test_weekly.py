@@ -44,6 +44,11 @@ def test_every_step_recorded(weekly):
     steps = log["steps"]
     assert list(steps) == list(pipeline.STEPS)
     assert steps["train"]["mlflow_run_id"] and steps["score"]["snapshot"] == RUN.isoformat()
+    models = json.loads(open(steps["train"]["metrics_json"]).read())["models"]
+    for name in ("deep", "gbt"):  # worth its cost? the gain over the linear baseline, with its interval
+        m = models[name]
+        assert m["roc_auc_gain_vs_lr_rfm_lo"] <= m["roc_auc_gain_vs_lr_rfm"] <= m["roc_auc_gain_vs_lr_rfm_hi"]
+        assert m["roc_auc_gain_vs_lr_rfm"] == pytest.approx(m["roc_auc"] - models["lr_rfm"]["roc_auc"])
     ingest = steps["build_sequences"]["ingest"]
     for source, c in ingest.items():
         assert c["rows_in"] == c["used"] + c["quarantined"] + c["deduplicated"], source
