@@ -13,11 +13,14 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 from .errors import EXIT_BAD_INPUT, EXIT_TRANSIENT, exit_code
 from .logs import LOG, setup_logging
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 JOBS = (
     "generate-lake",
@@ -48,8 +51,15 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML profile (repeatable)")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
         if job == "generate-lake":
+            s.add_argument(
+                "--profile",
+                choices=("demo", "sparse"),
+                default="demo",
+                help="demo: dense users/orders/events/reviews lake; sparse: orders only, mostly one-time buyers "
+                "(read it with conf/sparse.yaml)",
+            )
             s.add_argument("--users", type=int, default=20_000)
-            s.add_argument("--weeks", type=int, default=78)
+            s.add_argument("--weeks", type=int, help="history length (default: 78 demo, 156 sparse)")
             s.add_argument("--end-date", type=_date, default=dt.date(2026, 11, 2))
             s.add_argument("--seed", type=int, default=42)
             s.add_argument("--dirty", action="store_true", help="inject realistic bad rows")
@@ -99,13 +109,7 @@ def run(args: argparse.Namespace) -> dict:
 
     spark = build_session(cfg, app_name=f"churn-spark {args.job}")
     if args.job == "generate-lake":
-        from .generator import LakeSpec, write_lake
-
-        spec = LakeSpec(
-            users=args.users, weeks=args.weeks, end_date=args.end_date, seed=args.seed, dirty=args.dirty, csv=args.csv
-        )
-        counts = write_lake(spark, spec, cfg.lake_dir)
-        return {"lake": cfg.lake_dir, "rows": counts, "end_date": spec.end_date.isoformat()}
+        return _generate_lake(spark, cfg, args)
     from . import pipeline
 
     if args.job == "forget":
@@ -149,6 +153,29 @@ def run(args: argparse.Namespace) -> dict:
         "risk_table": cfg.risk_table_path,
         "catalog_table": cfg.scoring.catalog_table,
         "mlflow_ui": f"mlflow ui --backend-store-uri {cfg.tracking_uri}",
+    }
+
+
+def _generate_lake(spark: "SparkSession", cfg: Config, args: argparse.Namespace) -> dict:
+    """Write the demo or the sparse lake; the sparse summary also holds its shape (one-time share, churn rate)."""
+    common = dict(users=args.users, end_date=args.end_date, seed=args.seed, dirty=args.dirty, csv=args.csv)
+    if args.profile == "demo":
+        from .generator import LakeSpec, write_lake
+
+        spec = LakeSpec(**common, weeks=LakeSpec.weeks if args.weeks is None else args.weeks)
+        counts = write_lake(spark, spec, cfg.lake_dir)
+        return {"lake": cfg.lake_dir, "rows": counts, "end_date": spec.end_date.isoformat()}
+    from .generator_sparse import SparseSpec, lake_shape, simulate, write_sparse_lake
+
+    spec = SparseSpec(**common, weeks=SparseSpec.weeks if args.weeks is None else args.weeks)
+    counts = write_sparse_lake(spark, spec, cfg.lake_dir)
+    return {
+        "lake": cfg.lake_dir,
+        "profile": "sparse",
+        "rows": counts,
+        "end_date": spec.end_date.isoformat(),
+        "shape": lake_shape(simulate(spec), spec, cfg.validation.purchase_statuses),
+        "read_with": "--config conf/sparse.yaml",
     }
 
 

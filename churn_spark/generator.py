@@ -194,11 +194,17 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
 
 def inject_dirt(tables: dict[str, DataFrame], spec: LakeSpec) -> dict[str, DataFrame]:
     """Realistic dirt for the validation path: duplicates, null ids, negative amounts, future timestamps."""
-    s = spec.seed
-    o, e = tables["orders"], tables["events"]
+    e = tables["events"]
+    dup = e.where(_u(spec.seed, "dup", F.col("user_id"), F.col("event_ts"), F.col("item_id")) < 0.005)
+    return dict(tables, orders=dirty_orders(tables["orders"], spec.seed), events=e.unionByName(dup))
+
+
+def dirty_orders(o: DataFrame, seed: int) -> DataFrame:
+    """Null user ids, future timestamps and negative amounts on a few orders (shared with the sparse profile, whose
+    orders table has the same columns)."""
     future = F.col("order_ts") + F.expr("INTERVAL 400 DAYS")
-    h = _u(s, "dirt", F.col("order_id"))
-    o = o.select(
+    h = _u(seed, "dirt", F.col("order_id"))
+    return o.select(
         "order_id",
         F.when(h < 0.002, F.lit(None)).otherwise(F.col("user_id")).alias("user_id"),
         F.when((h >= 0.002) & (h < 0.003), future).otherwise(F.col("order_ts")).alias("order_ts"),
@@ -206,33 +212,40 @@ def inject_dirt(tables: dict[str, DataFrame], spec: LakeSpec) -> dict[str, DataF
         "n_items",
         "status",
     )
-    dup = e.where(_u(s, "dup", F.col("user_id"), F.col("event_ts"), F.col("item_id")) < 0.005)
-    tables = dict(tables, orders=o, events=e.unionByName(dup))
-    return tables
 
 
 def write_lake(spark: SparkSession, spec: LakeSpec, lake_dir: str) -> dict[str, int]:
     """Write the tables (Delta, or CSV for orders/events when ``spec.csv``) and return row counts."""
+    return write_tables(spark, generate(spark, spec), lake_dir, seed=spec.seed, dirty=spec.dirty, csv=spec.csv)
+
+
+def write_tables(
+    spark: SparkSession, tables: dict[str, DataFrame], lake_dir: str, *, seed: int, dirty: bool, csv: bool
+) -> dict[str, int]:
+    """Write generated tables under ``lake_dir`` and return row counts (one writer for every generator profile).
+
+    Delta (overwrite, so a rerun is a new version); with ``csv`` orders and events are CSV with string timestamps,
+    and with ``dirty`` too a few order timestamps are unparseable.
+    """
     import time
 
     from .logs import LOG
 
     counts = {}
-    tables = generate(spark, spec)
     for i, (name, df) in enumerate(tables.items(), 1):
         t0 = time.time()
         path = f"{lake_dir}/{name}"
-        if spec.csv and name in ("orders", "events"):
+        if csv and name in ("orders", "events"):
             ts_col = "order_ts" if name == "orders" else "event_ts"
             out = df.withColumn(ts_col, F.date_format(ts_col, "yyyy-MM-dd HH:mm:ss"))
-            if spec.dirty and name == "orders":
-                bad = _u(spec.seed, "garble", F.col("order_id")) < 0.001
+            if dirty and name == "orders":
+                bad = _u(seed, "garble", F.col("order_id")) < 0.001
                 out = out.withColumn(ts_col, F.when(bad, F.lit("not-a-date")).otherwise(F.col(ts_col)))
             out.write.mode("overwrite").option("header", True).csv(path)
         else:
             df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
         counts[name] = (
-            spark.read.format("csv" if spec.csv and name in ("orders", "events") else "delta")
+            spark.read.format("csv" if csv and name in ("orders", "events") else "delta")
             .option("header", True)
             .load(path)
             .count()

@@ -57,7 +57,7 @@ def test_driver_killed_mid_write_leaves_the_previous_version(spark, weekly_run, 
     # one-row Arrow batches with reasons make the write slow enough to be caught in the middle
     proc = start_job(_score_args(cfg, RUN, "--set", "scoring.batch_size=1"), tmp_path / "score.log")
     try:
-        started = wait_for(lambda: set(part_dir.glob("*.parquet")) - existing, timeout=240)
+        started = wait_for(lambda: set(part_dir.glob("*.parquet")) - existing, timeout=420)
         assert started, (tmp_path / "score.log").read_text()[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies while tasks are writing data files
     finally:
