@@ -358,8 +358,8 @@ class RankZeroCheckpoint(_keras().callbacks.Callback):
             os.replace(tmp, self.dir / "best.h5")
         state = {
             "epoch": epoch,
-            "best": self.best.best,
-            "wait": self.best.wait,
+            "best": float(self.best.best),  # a numpy float from the logs
+            "wait": int(self.best.wait),
             "stopped": bool(self.model.stop_training),
             "optimizer": save_optimizer(self.model.optimizer, self.dir, epoch),
         }
