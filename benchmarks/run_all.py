@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_sequences.py", "bench_scoring.py", "bench_ranks.py", "bench_polars.py"]
+BENCHES = ["bench_sequences.py", "bench_scoring.py", "bench_ranks.py", "bench_polars.py", "bench_object_storage.py"]
 
 if __name__ == "__main__":
     results = {}

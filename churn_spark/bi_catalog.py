@@ -14,14 +14,15 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import storage
 from .actions import ACTIONS_TABLE
 from .config import Config, ConfigError
 from .drift_table import DRIFT_TABLE
 from .logs import LOG
 from .monitoring import PERF_TABLE
+from .run_metrics import metrics_files
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 METRICS_SCHEMA = (
@@ -45,7 +46,7 @@ def sql_string(value: str) -> str:
 
 
 def location(path: str) -> str:
-    return path if "://" in path else str(Path(path).resolve())
+    return storage.absolute(path)
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,9 @@ def metrics_rows(work_dir: str) -> List[tuple]:
     """One row per (model name, version) from ``runs/*/metrics.json``: the deep model's test metrics of the run that
     trained the version (the newest run wins if a version number was reused). Unreadable files are skipped."""
     best: Dict[tuple, tuple] = {}
-    for f in sorted(Path(work_dir, "runs").glob("*/metrics.json")):
+    for f in metrics_files(storage.join(work_dir, "runs")):
         try:
-            m = json.loads(f.read_text())
+            m = json.loads(storage.read_text(f))
             key = (str(m["model_name"]), str(m["model_version"]))
             run_date = dt.date.fromisoformat(m["run_date"])
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -237,7 +238,7 @@ class Catalog:
             .save(metrics_path(self.cfg))
         )
         self._metrics = rows
-        LOG.info("model metrics: %d model version(s) from %s", len(rows), Path(self.cfg.work_dir, "runs"))
+        LOG.info("model metrics: %d model version(s) from %s", len(rows), self.cfg.path("runs"))
 
 
 def _same_place(described: str, loc: str) -> bool:

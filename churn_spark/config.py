@@ -277,7 +277,10 @@ class Config(_Strict):
 
     # ---- derived locations (all under work_dir) -------------------------------------------------
     def path(self, *parts: str) -> str:
-        return str(Path(self.work_dir, *parts))
+        """A location under work_dir: a local path, or a URI (``s3a://…``) joined with forward slashes."""
+        from . import storage
+
+        return storage.join(self.work_dir, *parts)
 
     @property
     def lake_dir(self) -> str:
@@ -301,7 +304,13 @@ class Config(_Strict):
 
     @property
     def tracking_uri(self) -> str:
-        return self.registry.tracking_uri or f"sqlite:///{Path(self.work_dir, 'mlflow', 'mlflow.db').resolve()}"
+        """A server from the config, else an embedded SQLite file, which must be on a local disk: under work_dir
+        when that is local, else in the driver's scratch dir (the MLflow artifacts still go to work_dir)."""
+        from . import storage
+
+        if self.registry.tracking_uri:
+            return self.registry.tracking_uri
+        return f"sqlite:///{Path(storage.scratch_dir(self.work_dir, 'mlflow'), 'mlflow.db')}"
 
     @property
     def feature_contract(self) -> dict:
@@ -421,13 +430,17 @@ def load_config(
 
 
 def _check_paths(cfg: Config) -> None:
-    """Source paths must stay under the lake root and must not climb out with '..'."""
-    lake = Path(os.path.abspath(cfg.lake_dir))
+    """Source paths must stay under the lake root (a local dir or a URI) and must not climb out with '..'."""
+    from . import storage
+
+    remote = storage.is_uri(cfg.lake_dir)
+    lake = cfg.lake_dir.rstrip("/") if remote else Path(os.path.abspath(cfg.lake_dir))
     for name, src in cfg.sources.items():
         if not src.path or "://" in src.path:
             continue
-        p = Path(os.path.abspath(cfg.source_location(name)))
-        if ".." in Path(src.path).parts or not (p == lake or lake in p.parents):
+        p = cfg.source_location(name) if remote else Path(os.path.abspath(cfg.source_location(name)))
+        inside = f"{p}/".startswith(f"{lake}/") if remote else (p == lake or lake in p.parents)
+        if ".." in src.path.split("/") or not inside:
             raise ConfigError(
                 f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
                 f"{src.path!r} resolves to {p}, outside the lake root {lake}"
@@ -436,8 +449,10 @@ def _check_paths(cfg: Config) -> None:
 
 def require_source_exists(cfg: Config, name: str) -> None:
     """A missing source path is an error naming the key (checked when the source is read)."""
+    from . import storage
+
     src = cfg.sources[name]
-    if src.path and "://" not in src.path and not Path(cfg.source_location(name)).exists():
+    if src.path and not storage.exists(cfg.source_location(name)):
         raise ConfigError(
             f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
             f"{cfg.source_location(name)} does not exist"

@@ -22,11 +22,12 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
+
+from . import storage
 
 MAX_READER_VERSION = 3  # 3 = table features (the features themselves are checked one by one)
 # Reader features this replay handles. vacuumProtocolCheck only constrains VACUUM; columnMapping is accepted
@@ -67,51 +68,64 @@ def _as_dict(value) -> dict:
     return dict(value or {})
 
 
-def _classic_checkpoints(log: Path) -> Dict[int, List[Path]]:
+def _classic_checkpoints(log: str, names: List[str]) -> Dict[int, List[str]]:
     """Complete classic checkpoints by version (a multi-part checkpoint counts only with all its parts)."""
-    parts: Dict[int, Dict[int, Path]] = {}
+    parts: Dict[int, Dict[int, str]] = {}
     totals: Dict[int, int] = {}
-    for f in log.iterdir():
-        m = _CLASSIC_CHECKPOINT.match(f.name)
+    for n in names:
+        m = _CLASSIC_CHECKPOINT.match(n)
         if m:
             v = int(m.group(1))
             part, total = (int(m.group(2)), int(m.group(3))) if m.group(2) else (1, 1)
-            parts.setdefault(v, {})[part] = f
+            parts.setdefault(v, {})[part] = storage.join(log, n)
             totals[v] = total
     return {v: [p[i] for i in sorted(p)] for v, p in parts.items() if sorted(p) == list(range(1, totals[v] + 1))}
 
 
-def _refuse_v2_checkpoints(log: Path) -> None:
-    last = log / "_last_checkpoint"
-    if last.is_file() and "v2Checkpoint" in json.loads(last.read_text() or "{}"):
-        raise UnsupportedTableError(f"{log.parent} uses V2 checkpoints (see _last_checkpoint): not supported here")
-    for f in log.iterdir():
-        if _ANY_CHECKPOINT.match(f.name) and not _CLASSIC_CHECKPOINT.match(f.name):
-            raise UnsupportedTableError(f"{log.parent} has a V2 (UUID-named) checkpoint {f.name}: not supported here")
+def _refuse_v2_checkpoints(log: str, names: List[str]) -> None:
+    table = storage.parent(log)
+    if "_last_checkpoint" in names:
+        if "v2Checkpoint" in json.loads(storage.read_text(storage.join(log, "_last_checkpoint")) or "{}"):
+            raise UnsupportedTableError(f"{table} uses V2 checkpoints (see _last_checkpoint): not supported here")
+    for n in names:
+        if _ANY_CHECKPOINT.match(n) and not _CLASSIC_CHECKPOINT.match(n):
+            raise UnsupportedTableError(f"{table} has a V2 (UUID-named) checkpoint {n}: not supported here")
 
 
-def _read_checkpoint(files: List[Path], snap: Snapshot) -> None:
+def _read_parquet(location: str, columns: Optional[List[str]] = None):
+    """A Parquet file as a pyarrow Table, through the filesystem of its location (local disk or object store)."""
     import pyarrow.parquet as pq
 
+    fs, inner = storage.filesystem(location)
+    if columns is not None:
+        names = set(pq.read_schema(inner, filesystem=fs).names)
+        columns = [c for c in columns if c in names]
+    return pq.read_table(inner, columns=columns, filesystem=fs)
+
+
+def _read_checkpoint(files: List[str], snap: Snapshot) -> None:
     for f in files:
-        names = set(pq.read_schema(f).names)
-        for row in pq.read_table(f, columns=[c for c in _CHECKPOINT_COLUMNS if c in names]).to_pylist():
+        for row in _read_parquet(f, list(_CHECKPOINT_COLUMNS)).to_pylist():
             snap.apply(row)
 
 
-def replay(log: Path, version: Optional[int] = None) -> Snapshot:
-    """Live ``add`` actions, metadata and protocol at ``version`` (default: the latest)."""
-    if not log.is_dir():
-        raise FileNotFoundError(f"{log.parent} is not a Delta table (no _delta_log)")
-    _refuse_v2_checkpoints(log)
-    commits = {int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()}
-    checkpoints = _classic_checkpoints(log)
+def replay(log: str, version: Optional[int] = None) -> Snapshot:
+    """Live ``add`` actions, metadata and protocol at ``version`` (default: the latest); ``log`` is the
+    ``_delta_log`` directory, a local path or a URI (``s3a://…``), listed once."""
+    log = str(log)
+    table = storage.parent(log)
+    if not storage.is_dir(log):
+        raise FileNotFoundError(f"{table} is not a Delta table (no _delta_log)")
+    names = [storage.name(p) for p in storage.ls(log)]
+    _refuse_v2_checkpoints(log, names)
+    commits = {int(n[: -len(".json")]) for n in names if n.endswith(".json") and n[: -len(".json")].isdigit()}
+    checkpoints = _classic_checkpoints(log, names)
     if not commits and not checkpoints:
-        raise FileNotFoundError(f"{log.parent} is not a Delta table (no commits or checkpoints in _delta_log)")
+        raise FileNotFoundError(f"{table} is not a Delta table (no commits or checkpoints in _delta_log)")
     latest = max(commits | set(checkpoints))
     target = latest if version is None else version
     if not 0 <= target <= latest:
-        raise ValueError(f"{log.parent}: version {target} does not exist (latest is {latest})")
+        raise ValueError(f"{table}: version {target} does not exist (latest is {latest})")
     snap = Snapshot(version=target)
     start = max((v for v in checkpoints if v <= target), default=-1)
     if start >= 0:
@@ -123,14 +137,14 @@ def replay(log: Path, version: Optional[int] = None) -> Snapshot:
                 f"Delta commit {v} is missing from {log} and no checkpoint at or before version {target} covers it "
                 f"(log cleaned up past this version? checkpoints: {cps or 'none'})"
             )
-        for line in (log / f"{v:020d}.json").read_text().splitlines():
+        for line in storage.read_text(storage.join(log, f"{v:020d}.json")).splitlines():
             if line.strip():
                 snap.apply(json.loads(line))
-    _check_protocol(log.parent, snap)
+    _check_protocol(table, snap)
     return snap
 
 
-def _check_protocol(table: Path, snap: Snapshot) -> None:
+def _check_protocol(table: str, snap: Snapshot) -> None:
     """Refuse what this reader cannot read correctly (see the module docstring)."""
     proto = snap.protocol
     if not proto:
@@ -153,14 +167,15 @@ def _check_protocol(table: Path, snap: Snapshot) -> None:
         raise UnsupportedTableError(f"{table}: {len(with_dv)} files carry deletion vectors, e.g. {with_dv[0]}")
 
 
-def _data_file(table: Path, rel: str) -> Path:
-    """An ``add`` path: relative and URL-encoded, or an absolute ``file:`` URI (shallow clones)."""
+def _data_file(table: str, rel: str) -> str:
+    """An ``add`` path: relative and URL-encoded, or an absolute URI (shallow clones): ``file:`` as a local path,
+    another scheme (``s3a://…``) as a URI with its path decoded."""
     parsed = urlparse(rel)
     if not parsed.scheme:
-        return table / unquote(rel)
+        return storage.join(table, unquote(rel))
     if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    raise UnsupportedTableError(f"{table}: data file {rel} is not on the local filesystem")
+        return unquote(parsed.path)
+    return f"{parsed.scheme}://{parsed.netloc}{unquote(parsed.path)}"
 
 
 def _partition_value(raw: Optional[str], kind: Optional[str]):
@@ -179,11 +194,11 @@ def _partition_value(raw: Optional[str], kind: Optional[str]):
 
 
 def read_delta(path: str, version: Optional[int] = None, filters: Optional[Dict[str, str]] = None) -> pd.DataFrame:
-    """The table (at ``version``, default latest) as pandas; ``filters`` keeps partitions equal to the values."""
-    import pyarrow.parquet as pq
-
-    table = Path(path)
-    snap = replay(table / "_delta_log", version)
+    """The table (at ``version``, default latest) as pandas; ``filters`` keeps partitions equal to the values.
+    ``path`` is a local path or a URI (``s3a://bucket/prefix/table``, object-store settings from
+    :func:`churn_spark.storage.configure`)."""
+    table = str(path)
+    snap = replay(storage.join(table, "_delta_log"), version)
     part_cols = list(snap.meta.get("partitionColumns") or [])
     schema_string = snap.meta.get("schemaString")
     schema = {f["name"]: f["type"] for f in json.loads(schema_string)["fields"]} if schema_string else {}
@@ -192,7 +207,7 @@ def read_delta(path: str, version: Optional[int] = None, filters: Optional[Dict[
         values = _as_dict(add.get("partitionValues"))
         if filters and any(str(values.get(k)) != str(v) for k, v in filters.items()):
             continue
-        pdf = pq.read_table(_data_file(table, rel)).to_pandas()
+        pdf = _read_parquet(_data_file(table, rel)).to_pandas()
         for col in part_cols:
             pdf[col] = _partition_value(values.get(col), schema.get(col))
         frames.append(pdf)

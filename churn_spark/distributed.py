@@ -4,30 +4,54 @@ Data never passes through the driver: Spark writes each split as Parquet files, 
 to balance row counts, and every rank streams its files with pyarrow in batches into ``tf.data``. All ranks run
 the same number of steps per epoch (the smallest shard decides), so allreduce stays in lock-step.
 
-Rank 0 checkpoints weights and the epoch after every epoch; a rerun pointed at the same checkpoint directory
-resumes from there. Early stopping watches the rank-averaged validation loss, so every rank stops at the same epoch
-and keeps the same best weights.
+Rank 0 checkpoints weights and the epoch after every epoch (:mod:`churn_spark.checkpoint`); a rerun pointed at the
+same checkpoint directory resumes from there. Early stopping watches the rank-averaged validation loss, so every
+rank stops at the same epoch and keeps the same best weights.
+
+Shards, checkpoints, error files and the bundle go through :mod:`churn_spark.storage`, so ``work_dir`` may be an
+object store no rank has mounted; the storage settings arrive in the rank's args (``args["storage"]``: secrets,
+applied with ``storage.configure`` before any I/O and never logged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
 import socket
+import sys
 import time
-from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
+from . import storage
+from .checkpoint import (  # noqa: F401 - save_optimizer/restore_optimizer re-exported (tests, older callers)
+    CheckpointDir,
+    RankZeroCheckpoint,
+    ResumableEarlyStopping,
+    restore_optimizer,
+    save_optimizer,
+)
+
 LABEL = "label"
+STORAGE_ARG = "storage"  # the args key holding storage.options(): secrets, so args are never logged
+
+
+@contextlib.contextmanager
+def open_parquet(path: str) -> Iterator:
+    """A ``ParquetFile`` on a local path or URI (through :mod:`churn_spark.storage`'s filesystems), closed after
+    use (pyarrow leaves a file it was handed open)."""
+    import pyarrow.parquet as pq
+
+    fs, inner = storage.filesystem(path)
+    with fs.open_input_file(inner) as f:
+        yield pq.ParquetFile(f)
 
 
 def file_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
+    with open_parquet(path) as f:
+        return f.metadata.num_rows
 
 
 def assign_shards(files: List[str], size: int) -> List[List[str]]:
@@ -53,7 +77,6 @@ def batches(
 
     A random ``other_share`` of rows is shown with the ``other`` category, so that column is trained."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     cols = ["sequence", LABEL] + _static_columns()
     rng = np.random.default_rng(seed)
@@ -63,17 +86,18 @@ def batches(
         order = list(files)
         rng.shuffle(order)
         for f in order:
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=cols):
-                buf.append(rb.to_pandas())
-                n_buf += rb.num_rows
-                while n_buf >= batch_size:
-                    pdf = pd.concat(buf, ignore_index=True)
-                    head, rest = pdf.iloc[:batch_size], pdf.iloc[batch_size:]
-                    buf, n_buf = ([rest] if len(rest) else []), len(rest)
-                    y = head[LABEL].to_numpy(dtype=np.float32)
-                    w = np.where(y > 0.5, pos_weight, 1.0).astype(np.float32)
-                    as_other = rng.random(len(head)) < other_share if other_share > 0 else None
-                    yield stats.inputs(head, as_other), y, w
+            with open_parquet(f) as pf:
+                for rb in pf.iter_batches(batch_size=batch_size, columns=cols):
+                    buf.append(rb.to_pandas())
+                    n_buf += rb.num_rows
+                    while n_buf >= batch_size:
+                        pdf = pd.concat(buf, ignore_index=True)
+                        head, rest = pdf.iloc[:batch_size], pdf.iloc[batch_size:]
+                        buf, n_buf = ([rest] if len(rest) else []), len(rest)
+                        y = head[LABEL].to_numpy(dtype=np.float32)
+                        w = np.where(y > 0.5, pos_weight, 1.0).astype(np.float32)
+                        as_other = rng.random(len(head)) < other_share if other_share > 0 else None
+                        yield stats.inputs(head, as_other), y, w
 
 
 def _static_columns() -> List[str]:
@@ -115,28 +139,50 @@ def weights_digest(model) -> str:
 def rank_main(args: Dict) -> Dict:
     """Entry point of every rank (``horovod.spark.run(rank_main, args=(args,))``).
 
-    A failure is also written to ``<checkpoint_dir>/errors/rank-<n>.txt`` so the driver can say what went wrong.
+    The storage settings shipped in ``args`` are applied before any I/O. A failure is also written to
+    ``<checkpoint_dir>/errors/rank-<n>.txt`` so the driver can say what went wrong.
     """
+    storage.configure(args.get(STORAGE_ARG) or {})
     try:
         return _rank_main(args)
     except BaseException:
         import traceback
 
-        err_dir = Path(args["checkpoint_dir"], "errors")
-        err_dir.mkdir(parents=True, exist_ok=True)
-        (err_dir / f"rank-{os.environ.get('HOROVOD_RANK', 'x')}.txt").write_text(traceback.format_exc())
+        record_rank_error(args["checkpoint_dir"], os.environ.get("HOROVOD_RANK", "x"), traceback.format_exc())
         raise
 
 
+def record_rank_error(checkpoint_dir: str, rank: str, text: str) -> None:
+    """``<checkpoint_dir>/errors/rank-<rank>.txt``; a failure to write it must not hide the rank's own error."""
+    path = storage.join(checkpoint_dir, "errors", f"rank-{rank}.txt")
+    try:
+        storage.write_text(path, text)
+    except Exception as e:  # noqa: BLE001 - the original error is re-raised by the caller
+        print(f"[rank {rank}] could not record the error at {path}: {e}", file=sys.stderr, flush=True)
+
+
+def rank_errors(checkpoint_dir: str) -> Dict[str, str]:
+    """{"rank-<n>": last line} of the errors the ranks recorded under ``checkpoint_dir``."""
+    out = {}
+    for path in storage.ls(storage.join(checkpoint_dir, "errors"), "rank-*.txt"):
+        lines = storage.read_text(path).strip().splitlines()
+        out[storage.name(path).removesuffix(".txt")] = lines[-1] if lines else ""
+    return out
+
+
+def clear_rank_errors(checkpoint_dir: str) -> None:
+    for path in storage.ls(storage.join(checkpoint_dir, "errors"), "rank-*.txt"):
+        storage.delete(path)
+
+
 def _rank_main(args: Dict) -> Dict:
-    from .model import model_from_config, quiet_tensorflow
+    from .model import quiet_tensorflow
     from .preprocess import FeatureStats
 
     tf = quiet_tensorflow(threads=args.get("threads", 1))
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
-    rank, size = hvd.rank(), hvd.size()
     t = args["training"]
     device = pin_device(tf, hvd.local_rank(), bool(t.get("mixed_precision")))
     stats = FeatureStats.from_json(args["stats"])
@@ -154,22 +200,35 @@ def _rank_main(args: Dict) -> Dict:
             lambda: batches(files, stats, batch, args["pos_weight"], seed, other_share), output_signature=sig
         ).prefetch(2)
 
+    store = CheckpointDir(args["checkpoint_dir"])  # a local temp dir to clean up when the checkpoint is remote
+    try:
+        return _train(args, tf, hvd, stats, dataset, store, device)
+    finally:
+        store.cleanup()
+
+
+def _train(args: Dict, tf, hvd, stats, dataset, store: CheckpointDir, device: str) -> Dict:
+    """Build, resume, fit and (rank 0) save the bundle; returns this rank's report."""
+    from .model import model_from_config
+
+    rank, size = hvd.rank(), hvd.size()
+    t = args["training"]
+    batch, steps = t["batch_size"], args["steps_per_epoch"]
     model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
-    steps = args["steps_per_epoch"]
     peak = t["learning_rate"] * size  # linear LR scaling by ranks, reached after warm-up
     opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=peak))
     model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")])
 
-    ckpt = Path(args["checkpoint_dir"])
+    ckpt = store.local
     initial_epoch, resumed, restored_step = 0, False, 0
-    state_file = ckpt / "state.json"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
+    state = store.state()
+    if state is not None:
+        store.fetch(state)  # remote: the files this state names, into the rank's local dir
         model.load_weights(str(ckpt / "weights.h5"))
         if state.get("optimizer"):  # Adam's moments, step counter and learning rate
             restored_step = restore_optimizer(opt, model, ckpt, state["optimizer"])
         initial_epoch, resumed = state["epoch"] + 1, True
-    best = ResumableEarlyStopping(t["patience"], ckpt if state_file.is_file() else None)
+    best = ResumableEarlyStopping(t["patience"], ckpt if state is not None else None)
     speed = Throughput(steps * batch)
     # Horovod's order: broadcast rank 0's initial state, average the epoch metrics across ranks (so early stopping
     # decides the same on every rank), then the LR warm-up from the single-rank LR to the rank-scaled one
@@ -182,7 +241,7 @@ def _rank_main(args: Dict) -> Dict:
         )
     callbacks += [best, speed]
     if rank == 0:
-        callbacks += [RankZeroCheckpoint(ckpt, best), EpochLog(t["epochs"], initial_epoch, steps * batch * size)]
+        callbacks += [RankZeroCheckpoint(store, best), EpochLog(t["epochs"], initial_epoch, steps * batch * size)]
     t0 = time.time()
     epochs_run = 0
     history: Dict = {}
@@ -210,9 +269,7 @@ def _rank_main(args: Dict) -> Dict:
             stats,
             info={"trained_epochs": initial_epoch + epochs_run, "ranks": size, "training": t},
         )
-        done = json.loads(state_file.read_text()) if state_file.is_file() else {"epoch": -1}
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({**done, "complete": True}))
+        store.mark_complete()
     hvd.allreduce(tf.constant(0.0), name="churn_spark_done")  # barrier: rank 0 has written the bundle
     return {
         "rank": rank,
@@ -277,46 +334,6 @@ def _keras():
     return tf.keras
 
 
-class ResumableEarlyStopping(_keras().callbacks.EarlyStopping):
-    """Keras' ``EarlyStopping`` on the rank-averaged ``val_loss`` with the best weights kept, plus the one thing the
-    stock callback lacks: its state survives a restart. The stock ``on_train_begin`` resets ``best``, ``wait`` and
-    the best weights, so a run resumed from a checkpoint would forget the best epoch before the crash; here they
-    are reloaded from what :class:`RankZeroCheckpoint` wrote (``state.json`` and ``best.h5``)."""
-
-    def __init__(self, patience: int, ckpt: Path | None):
-        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
-        self.improved, self.stopped_before, self._saved, self._best_file = False, False, None, None
-        if ckpt is not None:
-            state = json.loads((ckpt / "state.json").read_text())
-            self._saved = (state.get("best", np.inf), state.get("wait", 0))
-            self.stopped_before = bool(state.get("stopped") or state.get("complete"))
-            if (ckpt / "best.h5").is_file():
-                self._best_file = ckpt / "best.h5"
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self._saved is not None:
-            self.best, self.wait = self._saved
-        if self._best_file is not None:
-            current = self.model.get_weights()
-            self.model.load_weights(str(self._best_file))
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
-
-    def on_epoch_end(self, epoch, logs=None):
-        before = self.best
-        super().on_epoch_end(epoch, logs)
-        self.improved = self.best != before  # read by the checkpoint callback: write best.h5 only then
-
-    def restore(self, model):
-        """The best weights, also when training ran to the last epoch (the stock callback restores only when it
-        stops early) or did not run at all in this attempt (stopped before the restart)."""
-        if self.best_weights is not None:
-            model.set_weights(self.best_weights)
-        elif self._best_file is not None:
-            model.load_weights(str(self._best_file))
-
-
 class Throughput(_keras().callbacks.Callback):
     """Training samples/s of this rank: time from epoch start to its validation pass, first epoch (graph tracing,
     warm-up) left out when there are later ones."""
@@ -336,57 +353,6 @@ class Throughput(_keras().callbacks.Callback):
     def samples_per_s(self) -> float:
         steady = self.times[1:] or self.times
         return self.samples * len(steady) / sum(steady) if steady and sum(steady) > 0 else 0.0
-
-
-class RankZeroCheckpoint(_keras().callbacks.Callback):
-    """After each epoch: weights, best weights, the optimizer state and {epoch, best, wait} — rank 0 writes the
-    files first and ``state.json`` last (atomically), so a resume only ever sees a complete set. Not the stock
-    ``ModelCheckpoint`` (it saves neither the early-stopping state nor the optimizer beside the weights as one
-    set) nor ``BackupAndRestore`` (every rank would write its own backup)."""
-
-    def __init__(self, directory: Path, best: ResumableEarlyStopping):
-        super().__init__()
-        self.dir, self.best = directory, best
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        tmp = self.dir / "weights.tmp.h5"
-        self.model.save_weights(str(tmp))
-        os.replace(tmp, self.dir / "weights.h5")
-        if getattr(self.best, "improved", False):
-            self.model.save_weights(str(tmp))
-            os.replace(tmp, self.dir / "best.h5")
-        state = {
-            "epoch": epoch,
-            "best": float(self.best.best),  # a numpy float from the logs
-            "wait": int(self.best.wait),
-            "stopped": bool(self.model.stop_training),
-            "optimizer": save_optimizer(self.model.optimizer, self.dir, epoch),
-        }
-        (self.dir / "state.tmp.json").write_text(json.dumps(state))
-        os.replace(self.dir / "state.tmp.json", self.dir / "state.json")
-
-
-def save_optimizer(optimizer, directory: Path, epoch: int) -> str:
-    """Adam's moments, step counter and learning rate as a ``tf.train.Checkpoint`` named
-    by epoch; returns its prefix. Older epochs' files are removed once the new one is complete."""
-    import tensorflow as tf
-
-    prefix = tf.train.Checkpoint(optimizer=optimizer).write(str(directory / f"optimizer-{epoch}"))
-    for old in directory.glob("optimizer-*"):
-        if not old.name.startswith(f"optimizer-{epoch}."):
-            old.unlink(missing_ok=True)
-    return Path(prefix).name
-
-
-def restore_optimizer(optimizer, model, directory: Path, name: str) -> int:
-    """Restore what :func:`save_optimizer` wrote into ``optimizer`` (its slots are created first); returns the
-    restored step counter."""
-    import tensorflow as tf
-
-    optimizer.build(model.trainable_variables)
-    tf.train.Checkpoint(optimizer=optimizer).read(str(directory / name)).assert_existing_objects_matched()
-    return int(optimizer.iterations.numpy())
 
 
 class EpochLog(_keras().callbacks.Callback):

@@ -16,14 +16,15 @@ Rows per score snapshot (``replaceWhere`` on ``snapshot_date``: a rerun replaces
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from . import drift
+from . import drift, storage
+from .run_metrics import metrics_files
 
 DRIFT_TABLE = ("tables", "drift")
 DRIFT_SCHEMA = (
@@ -59,16 +60,17 @@ def score_psi(reference: np.ndarray, actual_counts: dict, edges: Sequence[float]
 def reference_scores(runs_dir: str, model_version: str) -> Tuple[Optional[np.ndarray], str]:
     """The model version's raw test scores (``deep`` of test_scores.csv of the run whose metrics.json registered
     it), with a description of where they came from; (None, reason) when not found."""
-    for f in sorted(Path(runs_dir).glob("*/metrics.json"), reverse=True):
+    for f in reversed(metrics_files(runs_dir)):
         try:
-            m = json.loads(f.read_text())
+            m = json.loads(storage.read_text(f))
         except ValueError:
             continue
-        scores = f.parent / "test_scores.csv"
-        if str(m.get("model_version")) == str(model_version) and scores.is_file():
-            df = pd.read_csv(scores, usecols=["deep"])
+        run = storage.parent(f)
+        scores = storage.join(run, "test_scores.csv")
+        if str(m.get("model_version")) == str(model_version) and storage.is_file(scores):
+            df = pd.read_csv(io.BytesIO(storage.read_bytes(scores)), usecols=["deep"])
             test = ((m.get("snapshots") or {}).get("test") or ["?"])[0]
-            return df["deep"].to_numpy(float), f"test snapshot {test} of run {f.parent.name}"
+            return df["deep"].to_numpy(float), f"test snapshot {test} of run {storage.name(run)}"
     return None, f"no test_scores.csv of model version {model_version} under {runs_dir}"
 
 
@@ -81,8 +83,8 @@ def drift_rows(spark, cfg, run_date: dt.date) -> Tuple[list, List[str]]:
 
     rows, notes = [], []
     thr = float(cfg.report.psi_threshold)
-    metrics_file = Path(cfg.path("runs", run_date.isoformat(), "metrics.json"))
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics_file = cfg.path("runs", run_date.isoformat(), "metrics.json")
+    metrics = json.loads(storage.read_text(metrics_file)) if storage.is_file(metrics_file) else {}
     train = [dt.date.fromisoformat(d) for d in (metrics.get("snapshots") or {}).get("train", [])]
     if not train:
         notes.append(f"{metrics_file} lists no training snapshots: channel drift skipped")

@@ -1,7 +1,8 @@
 """Exit codes a scheduler can act on, decided from the exception that ended a job.
 
-* 2 = bad input or configuration (a config key, unreadable or invalid source data, too little data, a model that
-  does not fit the features, a corrupt model): retrying the same command cannot help, a person must act.
+* 2 = bad input or configuration (a config key, a missing bucket or refused credentials, unreadable or invalid
+  source data, too little data, a model that does not fit the features, a corrupt model): retrying the same
+  command cannot help, a person must act.
 * 3 = transient infrastructure (storage or network I/O, a lost executor or Horovod rank, a concurrent Delta commit
   that kept conflicting, another run holding the run lock): retry later.
 * 1 = anything else, i.e. a bug.
@@ -26,12 +27,15 @@ def _bad_input_types() -> tuple:
     from .bundle import ModelIntegrityError
     from .config import ConfigError
     from .lake import BadInputError
+    from .storage import StorageRefused
 
-    return (BadInput, ConfigError, BadInputError, ModelIntegrityError)
+    return (BadInput, ConfigError, BadInputError, ModelIntegrityError, StorageRefused)
 
 
 def _transient_types() -> tuple:
-    types = [Transient, ConnectionError, TimeoutError]
+    from .storage import StorageUnreachable
+
+    types = [Transient, ConnectionError, TimeoutError, StorageUnreachable]
     try:
         from py4j.protocol import Py4JNetworkError
 

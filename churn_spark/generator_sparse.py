@@ -23,7 +23,6 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -31,6 +30,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from . import storage
 from .feature_spec import normalise_statuses
 
 PURCHASE = "completed"  # what conf/default.yaml validation.purchase_statuses accepts ...
@@ -245,7 +245,7 @@ def write_sparse_lake(spark: SparkSession, spec: SparseSpec, lake_dir: str) -> d
     from .generator import dirty_orders, write_tables
     from .logs import LOG
 
-    stale = [t for t in ("events", "reviews", "users") if Path(lake_dir, t).exists()]
+    stale = [t for t in ("events", "reviews", "users") if storage.exists(storage.join(lake_dir, t))]
     if stale:
         LOG.warning(
             "sparse lake: %s under %s are left from an earlier lake; use conf/sparse.yaml (these sources off)",

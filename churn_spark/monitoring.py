@@ -23,14 +23,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import pandas as pd
 
+from . import storage
 from .actions import ACTIONS_TABLE
 from .metrics import classification_report
+from .run_metrics import metrics_files
 from .tiers import share_above
 
 PERF_TABLE = ("tables", "model_performance")
@@ -172,9 +173,9 @@ def test_roc_auc_by_version(runs_dir: str) -> Dict[str, float]:
     that registered it; ``scored_by.test_metrics`` as a fallback for a champion trained elsewhere)."""
     out: Dict[str, float] = {}
     fallback: Dict[str, float] = {}
-    for f in sorted(Path(runs_dir).glob("*/metrics.json")):
+    for f in metrics_files(runs_dir):
         try:
-            m = json.loads(f.read_text())
+            m = json.loads(storage.read_text(f))
         except ValueError:
             continue
         deep = (m.get("models") or {}).get("deep") or {}

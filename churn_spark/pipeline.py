@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from pyspark.sql import SparkSession
 
+from . import storage
 from .config import Config
 from .logs import LOG, step, timed
 
@@ -35,18 +34,15 @@ class RunLog:
     """JSON record of a run date's completed steps (written atomically after each step)."""
 
     def __init__(self, cfg: Config, run_date: dt.date):
-        self.path = Path(cfg.path("runs", run_date.isoformat(), "runlog.json"))
-        self.data: Dict = json.loads(self.path.read_text()) if self.path.is_file() else {"steps": {}}
+        self.path = cfg.path("runs", run_date.isoformat(), "runlog.json")
+        self.data: Dict = json.loads(storage.read_text(self.path)) if storage.is_file(self.path) else {"steps": {}}
 
     def done(self, name: str) -> Optional[dict]:
         return self.data["steps"].get(name)
 
     def record(self, name: str, outputs: dict) -> None:
         self.data["steps"][name] = outputs
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        storage.write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
 
 def build_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> dict:
@@ -143,13 +139,13 @@ def report_step(spark: SparkSession, cfg: Config, run_date: dt.date, ingest_summ
 
 def _still_there(cfg: Config, name: str, outputs: dict) -> bool:
     if name == "build_sequences":
-        return Path(cfg.features_path, "_delta_log").is_dir()
+        return storage.is_dir(storage.join(cfg.features_path, "_delta_log"))
     if name == "score":
-        return Path(cfg.risk_table_path, "_delta_log").is_dir()
+        return storage.is_dir(storage.join(cfg.risk_table_path, "_delta_log"))
     if name == "report":
-        return Path(outputs.get("report", "")).is_file()
+        return bool(outputs.get("report")) and storage.is_file(outputs["report"])
     if name == "monitor":
-        return Path(cfg.path("tables", "drift", "_delta_log")).is_dir()
+        return storage.is_dir(cfg.path("tables", "drift", "_delta_log"))
     return True
 
 

@@ -12,10 +12,12 @@ whole procedure and its own verification live together here:
 2. VACUUM every table with ``privacy.vacuum_retention_hours`` (0 = the files of older versions go at once).
 3. Older commits' file statistics (min/max ``user_id`` per file) in ``_delta_log`` can still name the id. A table
    whose directory still holds an id after VACUUM gets a fresh history: its current rows are rewritten as version 0
-   (keeping partitioning and the feature contract) and the old directory is removed (local file systems only).
+   (keeping partitioning and the feature contract) and the old directory is removed (on an object store, where a
+   directory cannot be renamed, the old prefix is deleted and the new table copied into place).
 4. Files outside Delta tables: Parquet files lose the rows of the ids (their Hadoop ``.crc`` sidecars are removed),
    CSV files with a ``user_id`` column lose those rows, text files (HTML reports, JSON) get the id replaced by
-   ``[erased]``.
+   ``[erased]`` (:mod:`churn_spark.privacy_files`). Files are listed, read and rewritten through
+   :mod:`churn_spark.storage`, so ``work_dir`` may be an object store (``s3a://…``).
 5. A scan of every file under ``work_dir`` (Parquet decoded, other files as bytes) lists any file still holding an
    id; the erasure log (``<work_dir>/privacy/erasure_log.jsonl``) records salted hashes, time, counts per table and
    file, and that list - never the id.
@@ -29,18 +31,28 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
-from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import List, Optional
 
-ERASED = "[erased]"
+from . import storage
+from .privacy_files import (  # noqa: F401 (the file side of erasure, re-exported: privacy.scan, ...)
+    ERASED,
+    TEXT_SUFFIXES,
+    _under,
+    delta_tables,
+    erase_files,
+    files_under,
+    id_pattern,
+    parquet_hits,
+    redact_text,
+    rewrite_csv,
+    rewrite_parquet,
+    scan,
+)
+
 ERASURE_LOG = ("privacy", "erasure_log.jsonl")
 SALT_FILE = ("privacy", "hash_salt")
-TEXT_SUFFIXES = {".html", ".htm", ".json", ".jsonl", ".txt", ".log", ".md", ".yaml", ".yml", ".tsv"}
-# characters that can be part of an id: a hit must not be the middle of a longer token ("u1" inside "u12")
-_ID_CHAR = r"A-Za-z0-9_\-"
 TOKEN_SPLIT = r'["{}\[\],:;|\s\t]+'  # how a raw (JSON or CSV) quarantined row is cut into candidate ids
 
 
@@ -50,13 +62,16 @@ TOKEN_SPLIT = r'["{}\[\],:;|\s\t]+'  # how a raw (JSON or CSV) quarantined row i
 def salt(cfg) -> str:
     """The installation's hashing salt (created once, mode 0600). Keep it: without it the erasure log cannot be
     checked against an id, and quarantine hashes change."""
-    p = Path(cfg.path(*SALT_FILE))
-    if not p.is_file():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return p.read_text().strip()
+    p = cfg.path(*SALT_FILE)
+    if not storage.is_file(p):
+        if storage.is_uri(p):  # an object store has no file modes: the bucket's access policy protects it
+            storage.write_text(p, secrets.token_hex(32))
+        else:
+            os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    return storage.read_text(p).strip()
 
 
 def user_hash(user_id: str, salt_value: str) -> str:
@@ -68,7 +83,7 @@ def read_ids(file: Optional[str] = None, user: Optional[str] = None) -> List[str
     """Ids from ``--users FILE`` (one per line; blank lines and ``#`` comments ignored) and/or ``--user ID``."""
     ids = [user.strip()] if user and user.strip() else []
     if file:
-        ids += [ln.strip() for ln in Path(file).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        ids += [ln.strip() for ln in storage.read_text(file).splitlines() if ln.strip() and not ln.startswith("#")]
     if not ids:
         raise ValueError("forget: no user id given (--user ID or --users FILE)")
     return sorted(set(ids))
@@ -124,142 +139,8 @@ def apply_quarantine_retention(spark, cfg, now: Optional[dt.datetime] = None) ->
 
 
 # ---------------------------------------------------------------------------------------------------------
-# scanning files for ids (used by forget's own verification and by the tests)
-# ---------------------------------------------------------------------------------------------------------
-def id_pattern(ids: Iterable[str]) -> re.Pattern:
-    """A bytes regex matching any of the ids as a whole token."""
-    alt = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
-    return re.compile(f"(?<![{_ID_CHAR}])(?:{alt})(?![{_ID_CHAR}])".encode())
-
-
-def _arrow_hits(arr, pattern: str) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(arr, pa.ChunkedArray):
-        return sum(_arrow_hits(c, pattern) for c in arr.chunks)
-    t = arr.type
-    if pa.types.is_struct(t):
-        return sum(_arrow_hits(arr.field(i), pattern) for i in range(t.num_fields))
-    if pa.types.is_map(t):
-        return _arrow_hits(arr.keys, pattern) + _arrow_hits(arr.items, pattern)
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _arrow_hits(arr.flatten(), pattern)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return int(pc.sum(pc.match_substring_regex(arr, pattern)).as_py() or 0)
-    return 0
-
-
-def parquet_hits(path: Path, ids: Iterable[str]) -> int:
-    """Values in a Parquet file (decoded, nested columns included) that hold one of the ids as a token."""
-    import pyarrow.parquet as pq
-
-    pattern = id_pattern(ids).pattern.decode()
-    table = pq.read_table(path)
-    return sum(_arrow_hits(col, pattern) for col in table.columns)
-
-
-def scan(root: str, ids: Iterable[str], skip: Iterable[str] = ()) -> Dict[str, int]:
-    """{file relative to root: hits} for every file under ``root`` that still holds an id (Parquet decoded,
-    everything else as raw bytes); directories in ``skip`` (absolute) are not entered."""
-    ids = list(ids)
-    pat = id_pattern(ids)
-    skip = {os.path.abspath(s) for s in skip}
-    out = {}
-    for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if os.path.abspath(os.path.join(d, x)) not in skip]
-        for f in files:
-            p = Path(d, f)
-            try:
-                n = parquet_hits(p, ids) if f.endswith(".parquet") else len(pat.findall(p.read_bytes()))
-            except Exception:  # an unreadable Parquet file (e.g. half-written): fall back to its bytes
-                n = len(pat.findall(p.read_bytes()))
-            if n:
-                out[str(p.relative_to(root))] = n
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# rewriting plain files
-# ---------------------------------------------------------------------------------------------------------
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.forget-tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    crc = path.with_name(f".{path.name}.crc")  # Hadoop's checksum of the old content would now fail the read
-    if crc.exists():
-        crc.unlink()
-
-
-def rewrite_parquet(path: Path, ids: List[str]) -> int:
-    """Drop the rows whose ``user_id`` is one of ids; returns rows removed (0: file untouched)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if "user_id" not in table.column_names:
-        return 0
-    keep = pc.invert(pc.is_in(pc.cast(table["user_id"], "string"), value_set=__import__("pyarrow").array(ids)))
-    keep = pc.fill_null(keep, True)
-    out = table.filter(keep)
-    removed = table.num_rows - out.num_rows
-    if removed:
-        _replace_atomically(path, lambda tmp: pq.write_table(out, tmp))
-    return removed
-
-
-def rewrite_csv(path: Path, ids: List[str]) -> int:
-    """Drop the rows of a CSV file whose ``user_id`` is one of ids; returns rows removed."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "user_id" not in df.columns:
-        return 0
-    keep = ~df["user_id"].str.strip().isin(ids)
-    removed = int((~keep).sum())
-    if removed:
-        _replace_atomically(path, lambda tmp: df[keep].to_csv(tmp, index=False))
-    return removed
-
-
-def redact_text(path: Path, ids: List[str]) -> int:
-    """Replace every whole-token occurrence of an id in a text file by ``[erased]``; returns replacements."""
-    data = path.read_bytes()
-    new, n = id_pattern(ids).subn(ERASED.encode(), data)
-    if n:
-        _replace_atomically(path, lambda tmp: tmp.write_bytes(new))
-    return n
-
-
-def erase_files(root: str, ids: List[str], skip: Iterable[str]) -> Dict[str, int]:
-    """Rewrite the plain files under ``root`` (outside ``skip``) that hold an id: {relative path: rows/redactions}."""
-    out = {}
-    for rel in scan(root, ids, skip):
-        p = Path(root, rel)
-        suffix = p.suffix.lower()
-        if suffix == ".parquet":
-            n = rewrite_parquet(p, ids)
-        elif suffix == ".csv":
-            n = rewrite_csv(p, ids) or redact_text(p, ids)
-        elif suffix in TEXT_SUFFIXES:
-            n = redact_text(p, ids)
-        else:
-            continue  # binary (a database, an archive): reported by the final scan
-        if n:
-            out[rel] = n
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Delta tables
 # ---------------------------------------------------------------------------------------------------------
-def delta_tables(root: str) -> List[str]:
-    """Every Delta table directory under ``root`` (a directory holding ``_delta_log``)."""
-    if not os.path.isdir(root):
-        return []
-    return sorted(d for d, dirs, _ in os.walk(root) if "_delta_log" in dirs)
-
-
 def _ids_frame(spark, ids: List[str], salt_value: str):
     return spark.createDataFrame([(i, user_hash(i, salt_value)) for i in ids], "user_id string, user_hash string")
 
@@ -319,7 +200,9 @@ def vacuum(spark, path: str, hours: int) -> None:
 def restart_history(spark, path: str) -> None:
     """Rewrite a table's current rows as a new table (version 0) in place of the old directory: the only way to
     drop older commits whose file statistics name an erased id. Keeps partitioning and the newest feature contract
-    recorded in the commit metadata (scoring checks it)."""
+    recorded in the commit metadata (scoring checks it). Locally two directory renames; on an object store the old
+    prefix is deleted and the new table copied into place (the log's file paths are relative), which leaves a short
+    window without the table: run ``forget`` between weekly runs."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -336,7 +219,7 @@ def restart_history(spark, path: str) -> None:
         if contract:
             break
     tmp, old = path.rstrip("/") + ".forget-new", path.rstrip("/") + ".forget-old"
-    shutil.rmtree(tmp, ignore_errors=True)
+    storage.delete(tmp)
     writer = spark.read.format("delta").load(path).write.format("delta").mode("overwrite")
     if parts:
         writer = writer.partitionBy(*parts)
@@ -346,14 +229,45 @@ def restart_history(spark, path: str) -> None:
         else commit_metadata(new_write_id(), history_restarted_by="forget")
     )
     writer.option("userMetadata", meta).save(tmp)
-    os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old)
+    if storage.is_local(path):
+        local_tmp, local_old, local_path = (storage.local_path(p) for p in (tmp, old, path))
+        os.replace(local_path, local_old)
+        os.replace(local_tmp, local_path)
+        shutil.rmtree(local_old)
+        return
+    import pyarrow.fs as pafs
+
+    fs, src = storage.filesystem(tmp)
+    _, dst = storage.filesystem(path)
+    storage.delete(path)  # the old table, its history included (the new one stays in tmp until copied)
+    # use_threads=False: pyarrow 10's threaded copy deadlocks on S3 once there are more files than I/O threads
+    pafs.copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs, use_threads=False)
+    storage.delete(tmp)
 
 
-def _under(path: str, root: str) -> bool:
-    p, r = os.path.abspath(path), os.path.abspath(root)
-    return p == r or p.startswith(r + os.sep)
+def _abs(path: str) -> str:
+    """A local path made absolute without resolving symlinks; a URI as is."""
+    return str(path) if storage.is_uri(path) else os.path.abspath(path)
+
+
+def _relative(path: str, root: str) -> str:
+    """The name of a table in the log: relative to work_dir (a URI outside it: in full)."""
+    if not storage.is_uri(path) and not storage.is_uri(root):
+        return os.path.relpath(path, root)
+    if not _under(path, root):
+        return str(path)
+    return str(path).rstrip("/")[len(str(root).rstrip("/")) + 1 :] or "."
+
+
+def _append_line(path: str, line: str) -> None:
+    """Append locally; on an object store (no appends) the object is rewritten with the line added."""
+    if storage.is_uri(path):
+        before = storage.read_text(path) if storage.is_file(path) else ""
+        storage.write_text(path, before + line)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line)
 
 
 def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optional[dt.datetime] = None) -> dict:
@@ -366,22 +280,19 @@ def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optio
         raise ValueError("forget: no user id given")
     s = salt(cfg)
     ids_df = _ids_frame(spark, ids, s).cache()
-    work = os.path.abspath(cfg.work_dir)
-    lake = os.path.abspath(cfg.lake_dir)
+    work = _abs(cfg.work_dir)
+    lake = _abs(cfg.lake_dir)
+    privacy_dir = storage.join(work, "privacy")
     hours = int(cfg.privacy.vacuum_retention_hours)
-    tables = [t for t in delta_tables(os.path.join(work, "tables"))]
+    tables = [t for t in delta_tables(storage.join(work, "tables"))]
     if include_sources:
-        tables += [
-            os.path.abspath(cfg.source_location(n))
-            for n, src in cfg.sources.items()
-            if src.format == "delta" and src.path and "://" not in src.path
-        ]
+        tables += [_abs(cfg.source_location(n)) for n, src in cfg.sources.items() if src.format == "delta" and src.path]
     counts, restarted = {}, []
     for t in tables:
-        name = os.path.relpath(t, work)
+        name = _relative(t, work)
         counts[name] = delete_rows(spark, t, ids_df)
         vacuum(spark, t, hours)
-        if hours == 0 and "://" not in t and scan(t, ids):
+        if hours == 0 and scan(t, ids):
             restart_history(spark, t)
             restarted.append(name)
         LOG.info(
@@ -389,16 +300,9 @@ def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optio
         )
     ids_df.unpersist()
     # never rewrite a Delta table's files behind its log: tables not erased above are only reported
-    skip = (
-        set(tables)
-        | set(delta_tables(work))
-        | {os.path.join(work, "privacy")}
-        | ({lake} if _under(lake, work) else set())
-    )
+    skip = set(tables) | set(delta_tables(work)) | {privacy_dir} | ({lake} if _under(lake, work) else set())
     files = erase_files(work, ids, skip)
-    remaining = scan(
-        work, ids, {os.path.join(work, "privacy")} | (set() if include_sources or not _under(lake, work) else {lake})
-    )
+    remaining = scan(work, ids, {privacy_dir} | (set() if include_sources or not _under(lake, work) else {lake}))
     skipped_sources = [n for n, src in cfg.sources.items() if include_sources and src.format != "delta"]
     entry = {
         "erased_at": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
@@ -416,10 +320,8 @@ def forget(spark, cfg, ids: List[str], include_sources: bool = False, now: Optio
         entry["note"] = (
             "the lake sources were not touched: erase the users at the source, or the next run re-reads them"
         )
-    log = Path(cfg.path(*ERASURE_LOG))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    log = cfg.path(*ERASURE_LOG)
+    _append_line(log, json.dumps(entry, sort_keys=True) + "\n")
     if remaining:
         LOG.warning(
             "forget: %d files under %s still hold an erased id (binary files or ids that are plain "

@@ -17,14 +17,13 @@ A champion trained on another feature contract (channels, buckets, statics) cann
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 from pyspark.sql import DataFrame
 
-from . import registry
-from .bundle import verify_bundle
+from . import registry, storage
+from .bundle import local_copy, verify_bundle
 from .config import Config
 from .evaluation import collect_scores
 from .feature_spec import contract_differences
@@ -37,9 +36,10 @@ NUMERIC_NOISE = 1e-9  # the same model scored in other Arrow batches differs by 
 
 
 def bundle_contract(model_dir: str) -> dict:
-    """The feature contract a bundle was trained on, read from its verified ``stats.json`` (no model load)."""
-    verify_bundle(model_dir)
-    return FeatureStats.from_json(Path(model_dir, "stats.json").read_text()).contract()
+    """The feature contract a bundle was trained on, read from its verified ``stats.json`` (no model load; a remote
+    bundle is read from its verified local copy, so the checked bytes are the ones used)."""
+    stats = storage.read_text(storage.join(local_copy(model_dir), "stats.json"))
+    return FeatureStats.from_json(stats).contract()
 
 
 def gate(spark, cfg: Config, candidate: pd.DataFrame, test_df: DataFrame, table_contract: dict) -> dict:
@@ -162,8 +162,8 @@ def validate(spark, cfg: Config, run_date: Optional[dt.date] = None, version: Op
 
 def _update_run_metrics(cfg: Config, run_date: dt.date, version: str, verdict: dict) -> None:
     """metrics.json of the run that trained the challenger learns the verdict and which model scores the week."""
-    path = Path(cfg.path("runs", run_date.isoformat(), "metrics.json"))
-    if not path.is_file():
+    path = cfg.path("runs", run_date.isoformat(), "metrics.json")
+    if not storage.is_file(path):
         return
     m = read_metrics(path)
     if m.get("model_version") != version:

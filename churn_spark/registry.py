@@ -7,11 +7,17 @@ the registered version carrying the ``champion`` alias; only the gate moves it.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Optional
 
+from . import storage
 from .bundle import ModelIntegrityError, verify_bundle
 from .config import Config
+
+LOG = logging.getLogger(__name__)
+_ANNOUNCED: set = set()
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"  # every newly registered version; only the validation step moves CHAMPION
@@ -23,7 +29,18 @@ def client(cfg: Config):
     from mlflow.tracking import MlflowClient
 
     if cfg.tracking_uri.startswith("sqlite:///"):
-        Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(cfg.tracking_uri[len("sqlite:///") :])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not storage.is_local(cfg.work_dir):
+            # boto3 (MLflow's S3 artifact store) reads its endpoint and keys from the environment
+            os.environ.update(storage.aws_environment(cfg.work_dir))
+            if db not in _ANNOUNCED:
+                _ANNOUNCED.add(db)
+                LOG.info(
+                    "MLflow: the tracking store is the SQLite file %s on this driver; artifacts go to %s",
+                    db,
+                    artifact_root(cfg),
+                )
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
@@ -34,10 +51,18 @@ def experiment_id(cfg: Config) -> str:
     exp = c.get_experiment_by_name(cfg.registry.experiment)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if cfg.registry.tracking_uri is None:  # embedded store: keep artifacts next to it, not in the cwd
-        location = Path(cfg.work_dir, "mlflow", "artifacts").resolve().as_uri()
+    location = artifact_root(cfg) if cfg.registry.tracking_uri is None else None  # else: the server's root
     return c.create_experiment(cfg.registry.experiment, artifact_location=location)
+
+
+def artifact_root(cfg: Config) -> str:
+    """Where an embedded store keeps run artifacts: ``work_dir/mlflow/artifacts`` (not the cwd). MLflow speaks
+    ``s3://`` (through boto3) where Spark speaks ``s3a://``."""
+    root = cfg.path("mlflow", "artifacts")
+    if storage.is_local(root):
+        return Path(storage.absolute(storage.local_path(root))).as_uri()
+    scheme, rest = root.split("://", 1)
+    return f"s3://{rest}" if scheme in storage.S3_SCHEMES else root
 
 
 def register(cfg: Config, run_id: str, tags: Optional[dict] = None) -> str:
@@ -146,7 +171,7 @@ def download_version(cfg: Config, version: Optional[str] = None) -> tuple[str, s
             f"no champion version of model '{cfg.registry.model_name}' in {cfg.tracking_uri}; "
             f"train first (churn-spark train) or pass --model-version"
         )
-    cache = Path(cfg.work_dir, "models", "registry", cfg.registry.model_name)
+    cache = Path(storage.scratch_dir(cfg.work_dir, "models", "registry", cfg.registry.model_name))
     tagged = (mv.tags or {}).get("bundle_digest")
     if tagged and (cache / tagged[:16] / "manifest.json").is_file():
         target = cache / tagged[:16]

@@ -10,14 +10,13 @@ which model is best, which rows are flagged) and the template is filled; nothing
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pkgutil
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
 from . import report_plots as plots
+from . import storage
 from .metrics import LOWER_IS_BETTER
 from .report_action import action_section, outcomes_section
 from .report_data import HIST_BINS, MODELS, ReportData, gather, is_number
@@ -434,9 +433,6 @@ def render(data: ReportData) -> str:
 def write_report(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None) -> str:
     """Gather, render and write ``<work_dir>/runs/<run_date>/report.html`` (atomically); returns the path."""
     data = gather(spark, cfg, run_date, ingest_summary=ingest_summary)
-    out = Path(cfg.path("runs", run_date.isoformat(), "report.html"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, out)
-    return str(out)
+    out = cfg.path("runs", run_date.isoformat(), "report.html")
+    storage.write_text(out, render(data))
+    return out

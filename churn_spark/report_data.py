@@ -12,16 +12,17 @@ Brier) are read with ``.get`` through the small typed views below, so a report o
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
-from . import drift
+from . import drift, storage
 from .run_metrics import read_metrics
 
 MODELS = ("deep", "lr_rfm", "gbt")
@@ -234,29 +235,29 @@ class ReportData:
 # ---------------------------------------------------------------------------------------------------------
 # Spark side
 # ---------------------------------------------------------------------------------------------------------
-def step_timings(runlog: Path) -> Dict[str, Dict[str, Any]]:
+def step_timings(runlog: Union[str, Path]) -> Dict[str, Dict[str, Any]]:
     """{step: {"seconds", "parts"}} of the weekly steps recorded so far (the report step itself runs last, so it
     is never among them); empty when the report runs outside ``weekly``."""
-    if not runlog.is_file():
+    if not storage.is_file(str(runlog)):
         return {}
-    steps = json.loads(runlog.read_text()).get("steps", {})
+    steps = json.loads(storage.read_text(str(runlog))).get("steps", {})
     return {name: out["timings"] for name, out in steps.items() if isinstance(out, dict) and out.get("timings")}
 
 
 def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None) -> ReportData:
     """Read metrics.json, test_scores.csv and small aggregates of the risk, feature and quarantine tables."""
-    run_dir = Path(cfg.path("runs", run_date.isoformat()))
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    run_dir = cfg.path("runs", run_date.isoformat())
+    metrics_file = storage.join(run_dir, "metrics.json")
+    if not storage.is_file(metrics_file):
         raise FileNotFoundError(f"{metrics_file} not found: run training for {run_date} before the report")
     metrics = read_metrics(metrics_file)  # validated against the schema training wrote it with
     notes: List[str] = []
-    scores_file = run_dir / "test_scores.csv"
-    if scores_file.is_file():
-        test_scores = pd.read_csv(scores_file, dtype={"user_id": str})
+    scores_file = storage.join(run_dir, "test_scores.csv")
+    if storage.is_file(scores_file):
+        test_scores = pd.read_csv(io.BytesIO(storage.read_bytes(scores_file)), dtype={"user_id": str})
     else:
         test_scores = _empty(["user_id", "label", *MODELS])
-        notes.append(f"{scores_file.name} not found: no ROC/PR/calibration/gains plots")
+        notes.append(f"{storage.name(scores_file)} not found: no ROC/PR/calibration/gains plots")
     mode = str(getattr(cfg.scoring, "tier_mode", "probability"))
     thresholds = getattr(cfg.scoring, "tier_shares", {}) if mode == "share" else cfg.scoring.tiers
     data = ReportData(
@@ -268,7 +269,7 @@ def gather(spark, cfg, run_date: dt.date, ingest_summary: Optional[dict] = None)
         tier_thresholds=dict(thresholds),
         psi_threshold=float(cfg.report.psi_threshold),
         ingest_summary=ingest_summary,
-        timings=step_timings(run_dir / "runlog.json"),
+        timings=step_timings(storage.join(run_dir, "runlog.json")),
         notes=notes,
     )
     _gather_risk(spark, cfg, data)

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import storage
+
 Number = Optional[Union[int, float]]  # counts stay ints; NaN / inf are written as null (strict JSON)
 
 
@@ -119,21 +121,27 @@ def validate(metrics: Union[dict, RunMetrics], where: str = "metrics.json") -> R
 
 
 def write_metrics(path: Union[str, Path], metrics: Union[dict, RunMetrics]) -> dict:
-    """Validate and write atomically (temp file + rename); returns the written content as a dict."""
-    path = Path(path)
-    m = validate(metrics, str(path))
+    """Validate and write atomically (temp file + rename locally, one PUT on an object store); returns the written
+    content as a dict."""
+    path = str(path)
+    m = validate(metrics, path)
     content = m.model_dump(mode="json", exclude_none=False)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    tmp.replace(path)
+    storage.write_text(path, json.dumps(content, indent=1))
     return content
+
+
+def metrics_files(runs_dir: str) -> List[str]:
+    """The ``<run>/metrics.json`` of every run directory under ``runs_dir``, in run-name order: one listing plus one
+    lookup per run, so it works the same on a local disk and on an object store (no glob)."""
+    candidates = (storage.join(d, "metrics.json") for d in storage.ls(str(runs_dir)))
+    return [f for f in candidates if storage.is_file(f)]
 
 
 def read_metrics(path: Union[str, Path]) -> dict:
     """The validated content of a metrics.json, as plain JSON values (dates as ISO strings)."""
-    path = Path(path)
+    path = str(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(storage.read_text(path))
     except json.JSONDecodeError as e:
         raise MetricsFileError(f"{path} is not valid JSON: {e}") from e
     return validate(raw, str(path)).model_dump(mode="json")

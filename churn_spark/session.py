@@ -13,13 +13,34 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from . import storage
 from .config import Config
+
+# the Hadoop version pyspark 3.5 ships; it pulls the matching AWS SDK bundle
+S3A_PACKAGE = "org.apache.hadoop:hadoop-aws:3.3.4"
+# S3A retries for minutes by default; a wrong endpoint or key should fail a scheduled job in seconds
+S3A_BOUNDED_RETRIES = {
+    "spark.hadoop.fs.s3a.attempts.maximum": "3",
+    "spark.hadoop.fs.s3a.retry.limit": "3",
+    "spark.hadoop.fs.s3a.connection.establish.timeout": "5000",
+    "spark.hadoop.fs.s3a.connection.timeout": "60000",
+    # no delete of parent "directory" objects after every write: fewer requests, and the bulk delete it needs is
+    # what some S3-compatible stores answer slowly or not at all
+    "spark.hadoop.fs.s3a.directory.marker.retention": "keep",
+}
 
 DELTA_HELP = (
     "The Delta Lake jars could not be loaded. They are resolved from Maven Central through "
     "spark.jars.packages (io.delta:delta-spark_2.12:3.3.x). Without network access provide them yourself: "
     "--jars / spark.jars pointing at delta-spark_2.12-3.3.x.jar and delta-storage-3.3.x.jar, or an offline "
     "Ivy cache via spark.jars.ivy, or a Maven mirror via spark.jars.repositories."
+)
+
+
+S3A_HELP = (
+    "A location is an s3a:// URI but the S3A filesystem (org.apache.hadoop:hadoop-aws) is not on the classpath. "
+    "Add org.apache.hadoop:hadoop-aws:3.3.4 to spark.jars.packages (deploy/submit.sh does), or its jar and the "
+    "matching aws-java-sdk-bundle to --jars."
 )
 
 
@@ -42,7 +63,7 @@ def _submitted_conf() -> dict:
 def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
     """(local mode?, settings to apply): config and local defaults, minus everything spark-submit already set."""
     local = (submitted.get("spark.master") or cfg.spark.master or "local[*]").startswith("local")
-    work = Path(cfg.work_dir).resolve()
+    work = Path(storage.scratch_dir(cfg.work_dir))  # Derby and the warehouse dir need a local disk
     wanted: dict = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -63,8 +84,30 @@ def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
             wanted["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
                 f"jdbc:derby:;databaseName={work / 'metastore' / 'metastore_db'};create=true"
             )
+    if uses_s3a(cfg):
+        wanted.update(S3A_BOUNDED_RETRIES)
     wanted.update(cfg.spark.conf)
     return local, {k: v for k, v in wanted.items() if k not in submitted}
+
+
+def locations(cfg: Config) -> list[tuple[str, str]]:
+    """(config key, location) of every place the job reads or writes."""
+    out = [("work_dir", cfg.work_dir), ("lake_root", cfg.lake_dir)]
+    out += [(f"sources.{n}.path", cfg.source_location(n)) for n, s in cfg.sources.items() if s.path]
+    return out
+
+
+def uses_s3a(cfg: Config) -> bool:
+    return any(loc.split("://")[0] in storage.S3_SCHEMES for _, loc in locations(cfg) if storage.is_uri(loc))
+
+
+def prepare_storage(cfg: Config, submitted: dict) -> None:
+    """Give the Python-side filesystem layer the same ``fs.s3a.*`` settings Spark gets, and fail in seconds,
+    naming the key, when a remote location's bucket, credentials or endpoint is wrong (before anything is
+    written)."""
+    storage.configure(storage.options_from_spark_conf({**cfg.spark.conf, **submitted}))
+    for key, loc in locations(cfg):
+        storage.check_reachable(loc, key, cfg.origin_of(*key.split(".")))
 
 
 def build_session(cfg: Config, app_name: str | None = None):
@@ -72,6 +115,7 @@ def build_session(cfg: Config, app_name: str | None = None):
     from pyspark.sql import SparkSession
 
     submitted = _submitted_conf()
+    prepare_storage(cfg, submitted)
     local, settings = resolve_settings(cfg, submitted)
     if local:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -83,11 +127,16 @@ def build_session(cfg: Config, app_name: str | None = None):
         builder = builder.master(cfg.spark.master or "local[*]")
     for k, v in settings.items():
         builder = builder.config(k, v)
-    Path(cfg.work_dir, "metastore").mkdir(parents=True, exist_ok=True)
-    has_delta_jars = "delta" in (submitted.get("spark.jars", "") + submitted.get("spark.jars.packages", ""))
+    Path(storage.scratch_dir(cfg.work_dir, "metastore")).mkdir(parents=True, exist_ok=True)
+    given_jars = submitted.get("spark.jars", "") + submitted.get("spark.jars.packages", "")
+    has_delta_jars = "delta" in given_jars
+    # configure_spark_with_delta_pip replaces spark.jars.packages: keep the profile's own packages in the list
+    extra = [p for p in settings.get("spark.jars.packages", "").split(",") if p.strip()]
+    if uses_s3a(cfg) and "hadoop-aws" not in given_jars + settings.get("spark.jars", "") + ",".join(extra):
+        extra.append(S3A_PACKAGE)
     try:
         if not has_delta_jars:
-            builder = configure_spark_with_delta_pip(builder)
+            builder = configure_spark_with_delta_pip(builder, extra_packages=extra)
         with _jvm_stdout_to_stderr():
             spark = builder.getOrCreate()
     except Exception as e:  # an Ivy resolution failure kills the JVM before it reports its port
@@ -100,6 +149,8 @@ def build_session(cfg: Config, app_name: str | None = None):
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     quiet_loggers(spark)
     _check_delta(spark)
+    if uses_s3a(cfg):
+        _check_class(spark, "org.apache.hadoop.fs.s3a.S3AFileSystem", S3A_HELP)
     return spark
 
 
@@ -150,11 +201,13 @@ def quiet_loggers(spark) -> None:
 
 
 def _check_delta(spark) -> None:
+    _check_class(spark, "io.delta.tables.DeltaTable", DELTA_HELP)
+
+
+def _check_class(spark, name: str, help_text: str) -> None:
     from py4j.protocol import Py4JJavaError
 
     try:
-        spark._jvm.java.lang.Class.forName(
-            "io.delta.tables.DeltaTable", True, spark._jvm.Thread.currentThread().getContextClassLoader()
-        )
+        spark._jvm.java.lang.Class.forName(name, True, spark._jvm.Thread.currentThread().getContextClassLoader())
     except Py4JJavaError as e:  # ClassNotFoundException: the jars are not on the classpath
-        raise DeltaUnavailable(f"{DELTA_HELP}\nCause: {e}") from e
+        raise DeltaUnavailable(f"{help_text}\nCause: {e}") from e

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import storage
 from .config import Config, ConfigError
 from .logs import LOG
 
@@ -82,7 +83,7 @@ def delta_jars(cfg: Config) -> List[str]:
     ``ClassNotFoundException: ...DeltaCatalog``. The jars are the ones Spark's Ivy resolution puts in
     ``<spark.jars.ivy or ~/.ivy2>/jars`` (resolved once here if missing) or the ones listed in ``spark.jars``.
     """
-    from .session import DELTA_HELP, DeltaUnavailable
+    from .session import DELTA_HELP, S3A_PACKAGE, DeltaUnavailable, uses_s3a
 
     given = [j.removeprefix("file:") for j in cfg.spark.conf.get("spark.jars", "").split(",") if "delta" in j]
     if given:
@@ -90,8 +91,12 @@ def delta_jars(cfg: Config) -> List[str]:
     version = importlib.metadata.version("delta-spark")
     ivy = Path(cfg.spark.conf.get("spark.jars.ivy") or Path.home() / ".ivy2", "jars")
     jars = [ivy / f"io.delta_delta-spark_2.12-{version}.jar", ivy / f"io.delta_delta-storage-{version}.jar"]
+    packages = [f"io.delta:delta-spark_2.12:{version}"]
+    if uses_s3a(cfg):  # tables on s3a:// need the S3A filesystem on the same (system) classpath
+        jars += [ivy / "org.apache.hadoop_hadoop-aws-3.3.4.jar", ivy / "com.amazonaws_aws-java-sdk-bundle-1.12.262.jar"]
+        packages.append(S3A_PACKAGE)
     if not all(j.is_file() for j in jars):
-        _resolve_packages(cfg, f"io.delta:delta-spark_2.12:{version}")
+        _resolve_packages(cfg, ",".join(packages))
     if not all(j.is_file() for j in jars):
         raise DeltaUnavailable(f"Delta jars not found at {', '.join(map(str, jars))}. {DELTA_HELP}")
     return [str(j) for j in jars]
@@ -125,7 +130,7 @@ def server_config(cfg: Config, host: str, port: int, jars: List[str]) -> Config:
     """The config of the server's own session: Hive catalog in its own Derby database (unless the profile names a
     metastore), Delta on the system classpath, the Thrift endpoint and its authentication."""
     conf = dict(cfg.spark.conf)
-    work = Path(cfg.work_dir).resolve()
+    work = Path(storage.scratch_dir(cfg.work_dir))  # Derby needs a local disk
     conf.setdefault("spark.sql.catalogImplementation", "hive")
     if "hive.metastore.uris" not in " ".join(conf):
         conf.setdefault(

@@ -33,7 +33,19 @@ _CACHE: Dict[Tuple, object] = {}
 
 
 class StorageError(OSError):
-    """A work_dir/lake location that cannot be reached: names the URI and the config key to fix."""
+    """A work_dir/lake location that cannot be used: names the URI and the config key to fix."""
+
+
+class StorageRefused(StorageError):
+    """Missing bucket, refused credentials: a person must fix the config (exit 2)."""
+
+
+class StorageUnreachable(StorageError):
+    """The endpoint did not answer: may be a network blip, a retry can help (exit 3)."""
+
+
+# pyarrow/AWS SDK error words meaning "could not talk to the endpoint" (anything else is a refusal)
+_NETWORK_ERRORS = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Timeout")
 
 
 def is_uri(path: str) -> bool:
@@ -124,6 +136,9 @@ def aws_environment(uri: str) -> Dict[str, str]:
     env = {}
     if "endpoint_override" in s:
         env["MLFLOW_S3_ENDPOINT_URL"] = f"{s['scheme']}://{s['endpoint_override']}"
+        # S3-compatible stores often lack the streaming checksums boto3 sends by default since 1.36
+        env["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
+        env["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "when_required"
     if "access_key" in s:
         env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = str(s["access_key"]), str(s["secret_key"])
     if "session_token" in s:
@@ -257,7 +272,10 @@ def upload_dir(local_dir: str, dest: str) -> None:
     import pyarrow.fs as pafs
 
     fs, p = filesystem(dest)
-    pafs.copy_files(str(local_dir), p, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    # use_threads=False: pyarrow 10 deadlocks copying more files than its I/O pool has threads to S3
+    pafs.copy_files(
+        str(local_dir), p, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs, use_threads=False
+    )
 
 
 def download_dir(src: str, local_dir: str) -> None:
@@ -266,7 +284,9 @@ def download_dir(src: str, local_dir: str) -> None:
 
     fs, p = filesystem(src)
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(p, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    pafs.copy_files(
+        p, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem(), use_threads=False
+    )
 
 
 def scratch_dir(work_dir: str, *parts: str) -> str:
@@ -294,12 +314,14 @@ def check_reachable(uri: str, key: str, origin: str) -> None:
         fs, _ = filesystem(uri)
         info = fs.get_file_info(bucket)
         if info.type == pafs.FileType.NotFound:
-            raise StorageError(f"key '{key}' in {origin}: {uri}: bucket '{bucket}' does not exist")
+            raise StorageRefused(f"key '{key}' in {origin}: {uri}: bucket '{bucket}' does not exist")
         _list(fs, f"{bucket}{urlparse(uri).path}".rstrip("/"), recursive=False)
     except StorageError:
         raise
     except OSError as e:  # pyarrow raises OSError for network, auth and missing-bucket errors alike
-        raise StorageError(f"key '{key}' in {origin}: {uri} cannot be reached: {_first_line(e)}") from e
+        text = _first_line(e)
+        kind = StorageUnreachable if any(w in text for w in _NETWORK_ERRORS) else StorageRefused
+        raise kind(f"key '{key}' in {origin}: {uri} cannot be used: {text}") from e
 
 
 def _first_line(e: BaseException) -> str:

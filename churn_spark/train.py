@@ -9,7 +9,6 @@ champion is re-scored on those rows too before the gate decides (``gate``). Too 
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import hashlib
 import json
 import math
@@ -22,8 +21,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import registry
-from .bundle import verify_bundle
+from . import registry, storage
+from .bundle import local_copy, verify_bundle
 from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput, Transient
@@ -124,19 +123,22 @@ def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: in
 
 
 def export_split(df: DataFrame, path: str, n_files: int) -> List[str]:
+    """Write a split as Parquet for the ranks; returns its files as absolute paths or URIs (ranks share no cwd and,
+    on an object store, no mount: they read them through :mod:`churn_spark.storage`)."""
     cols = ["user_id", "label", "sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC]
     df.select(*cols).repartition(n_files).write.mode("overwrite").parquet(path)
-    files = sorted(glob.glob(str(Path(path).resolve() / "part-*.parquet")))
-    return files
+    return storage.ls(storage.absolute(path), "part-*.parquet")
 
 
 def run_horovod(spark: SparkSession, args: dict, num_proc: int, timeout_s: int) -> List[dict]:
-    """``horovod.spark.run`` with a hard bound: a lost rank fails the job instead of hanging it."""
+    """``horovod.spark.run`` with a hard bound: a lost rank fails the job instead of hanging it.
+
+    ``args`` carries the storage settings (secrets): it goes to the ranks only, never into a log or MLflow."""
     import os
 
     import horovod.spark
 
-    from .distributed import rank_main
+    from .distributed import clear_rank_errors, rank_errors, rank_main
 
     env = dict(os.environ)
     env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(min(timeout_s, GLOO_TIMEOUT_CAP_S)))
@@ -147,9 +149,8 @@ def run_horovod(spark: SparkSession, args: dict, num_proc: int, timeout_s: int) 
         LOG.error("training exceeded training.timeout_s=%ss: cancelling the Horovod Spark job", timeout_s)
         spark.sparkContext.cancelAllJobs()
 
-    err_dir = Path(args["checkpoint_dir"], "errors")
-    for old in err_dir.glob("rank-*.txt"):
-        old.unlink()
+    err_dir = storage.join(args["checkpoint_dir"], "errors")
+    clear_rank_errors(args["checkpoint_dir"])
     timer = threading.Timer(timeout_s, watchdog)
     timer.daemon = True
     timer.start()
@@ -169,9 +170,9 @@ def run_horovod(spark: SparkSession, args: dict, num_proc: int, timeout_s: int) 
                 f"Horovod training did not finish within training.timeout_s={timeout_s}s "
                 f"(a rank or worker was lost?); rerun to resume from the rank-0 checkpoint"
             ) from e
-        rank_errors = {p.stem: p.read_text().strip().splitlines()[-1] for p in sorted(err_dir.glob("rank-*.txt"))}
+        errors = rank_errors(args["checkpoint_dir"])
         raise RanksFailed(
-            f"Horovod training failed on {num_proc} ranks: {rank_errors or str(e).splitlines()[0]}; "
+            f"Horovod training failed on {num_proc} ranks: {errors or str(e).splitlines()[0]}; "
             f"rerun to resume from the rank-0 checkpoint (tracebacks in {err_dir})"
         ) from e
     finally:
@@ -214,7 +215,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             )
             for s in ("train", "validation")
         }
-        from .distributed import assign_shards, shard_rows
+        from .distributed import STORAGE_ARG, assign_shards, shard_rows
 
         shards = {s: assign_shards(files[s], t.num_proc) for s in files}
         rows = {s: [shard_rows(x) for x in shards[s]] for s in shards}
@@ -231,9 +232,10 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         "val_files": shards["validation"],
         "steps_per_epoch": max(1, min(rows["train"]) // t.batch_size),
         "validation_steps": max(1, min(rows["validation"]) // t.batch_size),
-        "checkpoint_dir": str(Path(cfg.path("checkpoints", f"{key}-w{weights_key(t.model_dump())}")).resolve()),
-        "model_dir": str(Path(model_dir).resolve()),
+        "checkpoint_dir": storage.absolute(cfg.path("checkpoints", f"{key}-w{weights_key(t.model_dump())}")),
+        "model_dir": storage.absolute(model_dir),
         "threads": 1,
+        STORAGE_ARG: storage.options(),  # secrets: applied in the ranks, never logged
     }
     with step("horovod training", ranks=t.num_proc, steps_per_epoch=args["steps_per_epoch"]) as info:
         ranks = run_horovod(spark, args, t.num_proc, t.timeout_s)
@@ -285,8 +287,12 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             "history": ranks[0]["history"],
         },
     }
-    run_dir = Path(cfg.path("runs", run_date.isoformat()))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = cfg.path("runs", run_date.isoformat())
+    # MLflow logs artifacts from local files: a remote run dir is written locally first, then uploaded
+    local_run = Path(
+        storage.local_path(run_dir) if storage.is_local(run_dir) else storage.scratch_dir(cfg.work_dir, "runs", key)
+    )
+    local_run.mkdir(parents=True, exist_ok=True)
     with step("mlflow"):
         exp = registry.experiment_id(cfg)
         with mlflow.start_run(experiment_id=exp, run_name=f"weekly-{run_date}") as run:
@@ -309,8 +315,10 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
                 mlflow.log_metric(f"samples_per_s_rank{r['rank']}", float(r["samples_per_s"]))
             for i, loss in enumerate(ranks[0]["history"].get("val_loss", [])):
                 mlflow.log_metric("val_loss", loss, step=i)
-            mlflow.set_tag("features_table", str(Path(cfg.features_path).resolve()))
-            pyfunc_dir = save_pyfunc(model_dir, cfg.path("tmp", "pyfunc", key))  # a real MLflow Model, no pickle
+            mlflow.set_tag("features_table", storage.absolute(cfg.features_path))
+            pyfunc_dir = save_pyfunc(  # a real MLflow Model, no pickle (built from a verified local copy)
+                local_copy(model_dir), str(Path(storage.scratch_dir(cfg.work_dir, "tmp", "pyfunc"), key))
+            )
             mlflow.log_artifacts(pyfunc_dir, registry.ARTIFACT_PATH)
             metrics["run_id"] = run.info.run_id
             version_id = registry.register(
@@ -320,10 +328,13 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             )
             metrics["model_version"] = version_id
             mlflow.set_tags({"model_version": version_id})
-            ev["test_scores"].to_csv(run_dir / "test_scores.csv", index=False)
-            metrics = write_metrics(run_dir / "metrics.json", metrics)  # validated against the shared schema
-            mlflow.log_artifact(str(run_dir / "metrics.json"))
-            mlflow.log_artifact(str(run_dir / "test_scores.csv"))
+            ev["test_scores"].to_csv(local_run / "test_scores.csv", index=False)
+            metrics = write_metrics(local_run / "metrics.json", metrics)  # validated against the shared schema
+            if not storage.is_local(run_dir):
+                for name in ("test_scores.csv", "metrics.json"):  # metrics last: readers look for it
+                    storage.write_bytes(storage.join(run_dir, name), (local_run / name).read_bytes())
+            mlflow.log_artifact(str(local_run / "metrics.json"))
+            mlflow.log_artifact(str(local_run / "test_scores.csv"))
     LOG.info(
         "trained challenger version %s: deep test %s=%.4f, lr_rfm %.4f, gbt %.4f",
         metrics["model_version"],

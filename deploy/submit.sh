@@ -14,6 +14,8 @@
 #   --py-files build/churn_spark.zip          the churn_spark package, zipped fresh on every real submit
 #   --files conf/*.yaml                       the config profiles (plus any --config file outside conf/)
 #   --packages io.delta:delta-spark_2.12:3.3.3 and the Delta SQL extension / catalog confs
+#   --packages org.apache.hadoop:hadoop-aws:3.3.4  the S3A filesystem, for s3a:// locations (work_dir, lake_root,
+#                                             sources); the Hadoop version pyspark 3.5 ships (S3A_PACKAGE)
 #   spark.dynamicAllocation.enabled=false, spark.task.cpus=1   (Horovod needs num_proc concurrent tasks)
 #   the Python environment, by --python-env:
 #     packed  build/env.tar.gz (venv-pack if installed, else a plain tar of the venv) shipped with
@@ -33,12 +35,19 @@
 #   SPARK_SUBMIT_EXTRA   extra spark-submit arguments
 #   DELTA_PACKAGE        Maven coordinate for Delta                    (default: io.delta:delta-spark_2.12:3.3.3)
 #   DELTA_JARS           comma-separated Delta jars to pass with --jars instead of --packages (offline clusters)
+#   S3A_PACKAGE          Maven coordinate of the S3A filesystem              (default: org.apache.hadoop:hadoop-aws:3.3.4)
+#                        set it empty (S3A_PACKAGE=) when the cluster's Spark already has S3A or nothing is on s3a://
+#   S3A_JARS             comma-separated hadoop-aws + aws-java-sdk-bundle jars for --jars instead of S3A_PACKAGE
+#                        (offline; --python-env image defaults to the two jars the image pre-resolved in IMAGE_IVY)
+#   EXTRA_PACKAGES       more comma-separated Maven coordinates for --packages, e.g. the ABFS or GCS connector
+#                        (a --packages option of your own would replace submit.sh's, Delta included)
 #   PACK_VENV            venv to pack for --python-env packed                       (default: $VENV)
 #   REBUILD_ENV=1        re-pack build/env.tar.gz even if it looks up to date
 #   BUILD_DIR            where the zip / env tarball go                             (default: <repo>/build)
 #   IMAGE_APP_ROOT       repo location inside the image                             (default: /opt/churn-spark)
 #   IMAGE_PYTHON         python inside the image                                    (default: /opt/venv/bin/python)
-#   IMAGE_IVY            Ivy dir the image pre-resolved Delta into (image mode uses its jars)  (default: /opt/ivy)
+#   IMAGE_IVY            Ivy dir the image pre-resolved Delta and hadoop-aws into (image mode uses its jars)
+#                                                                                    (default: /opt/ivy)
 #   HOROVOD_GLOO_TIMEOUT_SECONDS   if set, forwarded to the driver and the executors
 #   CHURN_SPARK_CONF_DIR the dir holding default.yaml, for the driver (client mode: <repo>/conf; set for you)
 #   SUBMIT_APP           (testing) submit this Python script instead of jobs/<JOB>.py; then no JOB is given and
@@ -52,6 +61,13 @@ SPARK_SUBMIT=${SPARK_SUBMIT:-$VENV/bin/spark-submit}
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 DELTA_PACKAGE=${DELTA_PACKAGE:-io.delta:delta-spark_2.12:3.3.3}
 DELTA_JARS=${DELTA_JARS:-}
+# hadoop-aws 3.3.4 = the Hadoop client pyspark 3.5 bundles; it pulls com.amazonaws:aws-java-sdk-bundle:1.12.262.
+# An empty S3A_PACKAGE (set, but empty) leaves S3A out.
+S3A_DEFAULT_PACKAGE=org.apache.hadoop:hadoop-aws:3.3.4
+S3A_SDK_BUNDLE_JAR=com.amazonaws_aws-java-sdk-bundle-1.12.262.jar
+S3A_PACKAGE=${S3A_PACKAGE-$S3A_DEFAULT_PACKAGE}
+S3A_JARS=${S3A_JARS:-}
+EXTRA_PACKAGES=${EXTRA_PACKAGES:-}
 PACK_VENV=${PACK_VENV:-$VENV}
 IMAGE_APP_ROOT=${IMAGE_APP_ROOT:-/opt/churn-spark}
 IMAGE_PYTHON=${IMAGE_PYTHON:-/opt/venv/bin/python}
@@ -183,11 +199,18 @@ if [ -z "$DELTA_JARS" ] && [ "$PYENV" = image ]; then
   [ -n "${DELTA_VERSION:-}" ] || die "DELTA_PACKAGE=$DELTA_PACKAGE: expected group:artifact:version"
   DELTA_JARS="local://$IMAGE_IVY/jars/${_dg}_${_da}-$DELTA_VERSION.jar,local://$IMAGE_IVY/jars/${_dg}_delta-storage-$DELTA_VERSION.jar"
 fi
-if [ -n "$DELTA_JARS" ]; then
-  CMD+=(--jars "$DELTA_JARS")
-else
-  CMD+=(--packages "$DELTA_PACKAGE")
+if [ -z "$S3A_JARS" ] && [ "$PYENV" = image ] && [ "$S3A_PACKAGE" = "$S3A_DEFAULT_PACKAGE" ]; then
+  # the image pre-resolved hadoop-aws 3.3.4 and its AWS SDK bundle into the same Ivy dir (deploy/Dockerfile)
+  S3A_JARS="local://$IMAGE_IVY/jars/org.apache.hadoop_hadoop-aws-3.3.4.jar,local://$IMAGE_IVY/jars/$S3A_SDK_BUNDLE_JAR"
 fi
+JARS=() PACKAGES=()
+if [ -n "$DELTA_JARS" ]; then JARS+=("$DELTA_JARS"); else PACKAGES+=("$DELTA_PACKAGE"); fi
+# S3A for s3a:// locations: spark-submit must put it on the classpath (the job adds it itself only when it starts
+# Spark without spark-submit)
+if [ -n "$S3A_JARS" ]; then JARS+=("$S3A_JARS"); elif [ -n "$S3A_PACKAGE" ]; then PACKAGES+=("$S3A_PACKAGE"); fi
+[ -n "$EXTRA_PACKAGES" ] && PACKAGES+=("$EXTRA_PACKAGES")
+[ "${#JARS[@]}" -gt 0 ] && CMD+=(--jars "$(IFS=,; echo "${JARS[*]}")")
+[ "${#PACKAGES[@]}" -gt 0 ] && CMD+=(--packages "$(IFS=,; echo "${PACKAGES[*]}")")
 CMD+=(
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog

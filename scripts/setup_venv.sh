@@ -18,6 +18,17 @@ java -version 2>&1 | grep -Eq 'version "(1\.8|11|17)' || echo "setup: warning: S
 command -v cmake >/dev/null 2>&1 || die "cmake not found: it is needed to build horovod (apt-get install cmake)."
 command -v g++ >/dev/null 2>&1 || die "g++ not found: it is needed to build horovod (apt-get install g++)."
 
+# S3Proxy: the S3-compatible server the object-storage tests start on 127.0.0.1 (cached in the Maven repository)
+S3PROXY=org/gaul/s3proxy/2.4.1/s3proxy-2.4.1-jar-with-dependencies.jar
+S3PROXY_JAR="${MAVEN_REPO:-$HOME/.m2/repository}/$S3PROXY"
+if [ ! -f "$S3PROXY_JAR" ]; then
+  echo "setup: fetching S3Proxy 2.4.1 for the object-storage tests"
+  mvn -q dependency:get -Dartifact=org.gaul:s3proxy:2.4.1:jar:jar-with-dependencies >&2 2>/dev/null \
+    || { mkdir -p "$(dirname "$S3PROXY_JAR")" && curl -fsSL -o "$S3PROXY_JAR.part" \
+         "https://repo1.maven.org/maven2/$S3PROXY" && mv "$S3PROXY_JAR.part" "$S3PROXY_JAR"; } \
+    || die "could not fetch $S3PROXY (needs mvn or curl and Maven Central)"
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$KEY" ]; then
   echo "setup: $VENV is up to date"; exit 0
 fi
@@ -28,7 +39,7 @@ $PIP install --quiet --upgrade 'pip<25' 'setuptools<70' wheel
 echo "setup: installing the pinned stack (first run downloads ~1 GB; later runs use pip's cache)"
 grep -v '^horovod' requirements.lock > "$VENV/constraints.txt"
 $PIP install --quiet -c "$VENV/constraints.txt" \
-  tensorflow-cpu numpy pandas pyarrow pyspark delta-spark scikit-learn mlflow pyyaml pydantic matplotlib pytest ruff
+  tensorflow-cpu numpy pandas pyarrow pyspark delta-spark scikit-learn mlflow boto3 pyyaml pydantic matplotlib pytest ruff
 if ! "$VENV/bin/python" -c 'import horovod.tensorflow, horovod.spark' >/dev/null 2>&1; then
   echo "setup: building horovod 0.28.1 with Gloo against TensorFlow (~4 min the first time; pip caches the wheel)"
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \

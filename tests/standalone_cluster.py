@@ -285,7 +285,8 @@ def standalone_cluster(
                     str(worker_dirs[i]),
                 ],
                 worker_logs[i],
-                {"SPARK_LOCAL_DIRS": str(local_dir), "SPARK_WORKER_DIR": str(worker_dirs[i])},
+                # each worker (and the executors it starts) has its own scratch: no directory is shared
+                {"SPARK_LOCAL_DIRS": str(local_dir), "SPARK_WORKER_DIR": str(worker_dirs[i]), "TMPDIR": str(local_dir)},
             )
 
         deadline = time.time() + timeout

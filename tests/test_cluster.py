@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_config
+from conftest import REPO
 from pyspark.sql import functions as F
+from s3_server import s3_server
 from standalone_cluster import alive, standalone_cluster
 
+from churn_spark import storage
 from churn_spark.generator import LakeSpec, write_lake
 from churn_spark.pipeline import STEPS
 
@@ -132,44 +134,48 @@ def test_standalone_cluster_runs_a_job(tmp_path):
     assert not _port_open(master_port), "the master still listens"
 
 
-def test_weekly_job_on_a_standalone_cluster(spark, tmp_path):
-    work = tmp_path / "work"
-    cfg = make_config(work)
-    write_lake(spark, LakeSpec(users=600, weeks=40, end_date=RUN, seed=8), cfg.lake_dir)
-    log = tmp_path / "submit.log"
-    with standalone_cluster(
-        n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
-    ) as cluster:
-        cmd = _submit_cmd(
-            cluster,
-            "weekly",
-            "--config",
-            str(REPO / "conf" / "local.yaml"),
-            "--run-date",
-            RUN.isoformat(),
-            "--set",
-            f"work_dir={work}",
-            "--set",
-            "spark.conf.spark.sql.shuffle.partitions=4",
-            "--set",
-            "training.epochs=2",
-            "--set",
-            "training.gbt_max_iter=5",
-            "--set",
-            "snapshots.n_labelled=3",
-        )
-        rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
-        assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
-        worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
+def test_weekly_job_on_a_standalone_cluster_with_work_dir_on_s3(spark, tmp_path):
+    """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch."""
+    with s3_server(tmp_path / "s3") as s3:
+        bucket = s3.make_bucket("cluster-work")
+        work = f"{bucket}/work"
+        write_lake(spark, LakeSpec(users=600, weeks=40, end_date=RUN, seed=8), str(tmp_path / "lake"))
+        storage.configure(storage.options_from_spark_conf(s3.hadoop_conf()))
+        storage.upload_dir(str(tmp_path / "lake"), f"{work}/lake")
+        log = tmp_path / "submit.log"
+        with standalone_cluster(
+            n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
+        ) as cluster:
+            sets = [
+                f"work_dir={work}",
+                "spark.conf.spark.sql.shuffle.partitions=4",
+                "training.epochs=2",
+                "training.gbt_max_iter=5",
+                "snapshots.n_labelled=3",
+                *s3.overrides(),
+            ]
+            cmd = _submit_cmd(
+                cluster,
+                "weekly",
+                "--config",
+                str(REPO / "conf" / "local.yaml"),
+                "--run-date",
+                RUN.isoformat(),
+                *[x for s in sets for x in ("--set", s)],
+            )
+            rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
+            assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
+            worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
+        root = s3.basedir / "cluster-work" / "work"  # the server's backing files: an independent view
 
-    metrics = json.loads((work / "runs" / RUN.isoformat() / "metrics.json").read_text())
-    ranks = metrics["training"]["ranks"]
-    assert [r["rank"] for r in ranks] == [0, 1]
-    # each rank ran under an executor whose working dir is <worker work dir>/<app id>/<executor id>
-    assert {Path(r["executor_cwd"]).resolve().parent.parent for r in ranks} == worker_dirs, ranks
-    assert len({r["executor_id"] for r in ranks}) == 2
-    assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
-    runlog = json.loads((work / "runs" / RUN.isoformat() / "runlog.json").read_text())
-    assert list(runlog["steps"]) == list(STEPS)
-    risk = spark.read.format("delta").load(str(work / "tables" / "churn_risk"))
-    assert risk.where(F.col("snapshot_date") == F.lit(RUN)).count() == runlog["steps"]["score"]["users"] > 50
+        metrics = json.loads((root / "runs" / RUN.isoformat() / "metrics.json").read_text())
+        ranks = metrics["training"]["ranks"]
+        assert [r["rank"] for r in ranks] == [0, 1]
+        # each rank ran under an executor whose working dir is <worker work dir>/<app id>/<executor id>
+        assert {Path(r["executor_cwd"]).resolve().parent.parent for r in ranks} == worker_dirs, ranks
+        assert len({r["executor_id"] for r in ranks}) == 2
+        assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
+        runlog = json.loads((root / "runs" / RUN.isoformat() / "runlog.json").read_text())
+        assert list(runlog["steps"]) == list(STEPS)
+        risk = spark.read.format("delta").load(str(root / "tables" / "churn_risk"))
+        assert risk.where(F.col("snapshot_date") == F.lit(RUN)).count() == runlog["steps"]["score"]["users"] > 50

@@ -1,6 +1,7 @@
 """Fast tests for the run log (what a rerun skips) and the row-balanced assignment of Parquet files to ranks."""
 
 import datetime as dt
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +19,7 @@ def test_run_log_records_atomically_and_reloads(tmp_path):
     log.record("train", {"model_version": "3"})
     again = RunLog(cfg, day)
     assert again.done("train") == {"model_version": "3"} and again.done("score") is None
-    assert not list(log.path.parent.glob("*.tmp"))  # written via a temporary file and a rename
+    assert not list(Path(log.path).parent.glob("*.tmp*"))  # written via a temporary file and a rename
     assert build_run_id(day) == "build-2026-11-02"
 
 

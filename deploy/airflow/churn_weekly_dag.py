@@ -11,7 +11,16 @@ Airflow Variables (all optional):
   churn_spark_master       spark-submit --master                              (default yarn)
   churn_spark_deploy_mode  client | cluster                                   (default client, see below)
   churn_spark_python_env   packed | local | image   (default: submit.sh's choice for the master)
+  churn_spark_work_dir     where every output lives               (default s3a://my-bucket/churn-spark: edit it)
   churn_spark_args         extra job arguments, e.g. "--set registry.tracking_uri=http://mlflow:5000"
+
+Storage: work_dir is an object-storage prefix (s3a://, abfss://, gs://, hdfs://); nothing needs to be mounted on
+the workers or the cluster nodes. S3 credentials come from the default chain where the driver and executors run
+(instance role, AWS_* environment variables) or from spark.hadoop.fs.s3a.* keys in an extra profile kept out of
+the repo (passed in churn_spark_args). An S3-compatible store also needs spark.hadoop.fs.s3a.endpoint and
+path.style.access (deploy/README.md).
+In client mode the driver runs on the Airflow worker: without registry.tracking_uri, MLflow's SQLite file would
+stay on that worker's disk, so give the job a tracking server.
 
 Retries: the job exits 2 for bad input or configuration (a retry cannot help), 3 for transient infrastructure
 (storage, network, a lost executor, another run holding the lock) and 1 for a bug. Only exit 3 is retried; any
@@ -55,6 +64,7 @@ WEEKLY_COMMAND = (
     "{% if var.value.get('churn_spark_python_env', '') %}"
     " --python-env {{ var.value.get('churn_spark_python_env', '') }}{% endif %}"
     " weekly --config conf/cluster.yaml --run-date {{ ds }}"
+    " --set work_dir={{ var.value.get('churn_spark_work_dir', 's3a://my-bucket/churn-spark') }}"
     " {{ var.value.get('churn_spark_args', '') }}"
 )
 
