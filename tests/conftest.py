@@ -33,6 +33,23 @@ def make_config(work_dir: Path, *overrides: str):
     )
 
 
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3-compatible server (S3Proxy) with a bucket "lake", and this process's storage layer pointed at it."""
+    from s3_server import s3_server
+
+    from churn_spark import storage
+
+    before = storage.options()
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        server.make_bucket("lake")
+        storage.configure(storage.options_from_spark_conf(server.hadoop_conf()))
+        try:
+            yield server
+        finally:
+            storage.configure(before)
+
+
 @pytest.fixture(scope="session")
 def spark(work_root):
     from churn_spark.logs import setup_logging

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,8 @@ def test_standalone_cluster_runs_a_job(tmp_path):
 def test_weekly_job_on_a_standalone_cluster_with_work_dir_on_s3(spark, tmp_path):
     """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch."""
     with s3_server(tmp_path / "s3") as s3:
-        bucket = s3.make_bucket("cluster-work")
+        name = f"cluster-{uuid.uuid4().hex[:8]}"  # a fresh driver-local MLflow store (keyed by work_dir)
+        bucket = s3.make_bucket(name)
         work = f"{bucket}/work"
         write_lake(spark, LakeSpec(users=600, weeks=40, end_date=RUN, seed=8), str(tmp_path / "lake"))
         storage.configure(storage.options_from_spark_conf(s3.hadoop_conf()))
@@ -166,7 +168,7 @@ def test_weekly_job_on_a_standalone_cluster_with_work_dir_on_s3(spark, tmp_path)
             rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
             assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
             worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
-        root = s3.basedir / "cluster-work" / "work"  # the server's backing files: an independent view
+        root = s3.basedir / name / "work"  # the server's backing files: an independent view
 
         metrics = json.loads((root / "runs" / RUN.isoformat() / "metrics.json").read_text())
         ranks = metrics["training"]["ranks"]

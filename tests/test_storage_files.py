@@ -13,24 +13,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from s3_server import s3_server
 from test_delta_reader import D1, D2, PROTOCOL, Table, _meta
 
 from churn_spark import privacy, storage
 
 RUN = dt.date(2026, 11, 2)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    before = storage.options()
-    with s3_server(tmp_path_factory.mktemp("s3")) as server:
-        server.make_bucket("lake")
-        storage.configure(storage.options_from_spark_conf(server.hadoop_conf()))
-        try:
-            yield server
-        finally:
-            storage.configure(before)
 
 
 class Cfg:

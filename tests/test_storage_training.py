@@ -9,23 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from s3_server import SECRET_KEY, s3_server
+from s3_server import SECRET_KEY
 
 from churn_spark import storage
 
 T, CHANNELS = 4, ["orders", "events"]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    before = storage.options()
-    with s3_server(tmp_path_factory.mktemp("s3")) as server:
-        server.make_bucket("lake")
-        storage.configure(storage.options_from_spark_conf(server.hadoop_conf()))
-        try:
-            yield server
-        finally:
-            storage.configure(before)
 
 
 def _stats():
