@@ -100,11 +100,12 @@ def test_weekly_on_s3_survives_a_lost_rank_and_leaves_everything_in_the_bucket(s
                 if epoch >= 1:
                     for pid in processes_with("horovod.spark.task.gloo_exec_fn", "HOROVOD_RANK=1"):
                         os.kill(pid, 9)
-                        killed.append(pid)
+                        killed.append(time.time())
             time.sleep(0.1)
 
     first = _run(args, killer=kill_rank_1_after_a_checkpoint)
     assert killed, first.stderr[-4000:]
+    assert time.time() - killed[0] < 300  # failed within training.timeout_s: did not hang
     assert first.returncode == 3 and "rerun" in first.stderr, first.stderr[-4000:]
     assert (root / "work/tables/features/_delta_log").is_dir()  # the completed step stayed
 

@@ -1,24 +1,18 @@
-"""Faults: a driver killed mid-write, a Horovod rank lost mid-training, concurrent scoring runs."""
+"""Faults: a driver killed mid-write, concurrent scoring runs, an earlier run date after a later one (a rank lost
+mid-training: tests/test_object_storage.py, with work_dir on S3)."""
 
 import datetime as dt
-import json
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO, WEEKLY_RUN, make_config
 from delta.tables import DeltaTable
-from faults import kill_group, processes_with, start_job, wait, wait_for
-from planted import OVERRIDES, write_planted
-from planted import RUN as PLANTED_RUN
+from faults import kill_group, start_job, wait, wait_for
 from pyspark.sql import functions as F
 
-from churn_spark.pipeline import build_sequences
 from churn_spark.score import score
-from churn_spark.train import TrainingError, train
 
 pytestmark = pytest.mark.slow
 RUN = dt.date.fromisoformat(WEEKLY_RUN)
@@ -78,36 +72,6 @@ def test_concurrent_scoring_runs_land_without_duplicates(spark, weekly_run, tmp_
     assert _partition(spark, cfg, RUN).count() == n_run  # two runs of the same snapshot: one result
     assert _partition(spark, cfg, RUN).select("user_id").distinct().count() == n_run
     assert _partition(spark, cfg, OTHER).count() == n_other  # the other snapshot landed too
-
-
-def test_lost_rank_fails_clearly_within_the_timeout_and_the_rerun_resumes(spark, tmp_path):
-    cfg = make_config(tmp_path, *OVERRIDES, "training.epochs=40", "training.patience=40", "training.timeout_s=300")
-    write_planted(spark, cfg.lake_dir, users_per_snapshot=150)
-    version = build_sequences(spark, cfg, PLANTED_RUN)["features_version"]
-    from churn_spark.train import weights_key
-
-    key = weights_key(cfg.training.model_dump())  # the checkpoint folder is keyed by the settings the weights need
-    state = Path(cfg.path("checkpoints", f"{PLANTED_RUN}-fv{version}-w{key}", "state.json"))
-    killed = []
-
-    def killer():
-        if wait_for(lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1, timeout=240, interval=0.1):
-            for pid in processes_with("horovod.spark.task.gloo_exec_fn", "HOROVOD_RANK=1"):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    t0 = time.time()
-    with pytest.raises(TrainingError, match="rerun to resume"):
-        train(spark, cfg, PLANTED_RUN, version)
-    assert killed and time.time() - t0 < 300  # failed, and did not hang
-    t.join(5)
-    done_epoch = json.loads(state.read_text())["epoch"]
-    again = train(spark, cfg, PLANTED_RUN, version)
-    assert all(r["resumed"] and r["initial_epoch"] == done_epoch + 1 for r in again.ranks)
-    assert all(r["restored_optimizer_step"] > 0 for r in again.ranks)  # Adam and the warm-up continue
-    assert again.ranks[0]["weights_digest"] == again.ranks[1]["weights_digest"]
 
 
 def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spark, weekly_run):
