@@ -425,35 +425,7 @@ def load_config(
             msgs.append(f"key '{key}' in {where}: {what}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs)) from None
     cfg._origin = origin
-    _check_paths(cfg)
+    from .locations import check_paths  # the path rules live with the other location logic
+
+    check_paths(cfg)
     return cfg
-
-
-def _check_paths(cfg: Config) -> None:
-    """Source paths must stay under the lake root (a local dir or a URI) and must not climb out with '..'."""
-    from . import storage
-
-    remote = storage.is_uri(cfg.lake_dir)
-    lake = cfg.lake_dir.rstrip("/") if remote else Path(os.path.abspath(cfg.lake_dir))
-    for name, src in cfg.sources.items():
-        if not src.path or "://" in src.path:
-            continue
-        p = cfg.source_location(name) if remote else Path(os.path.abspath(cfg.source_location(name)))
-        inside = f"{p}/".startswith(f"{lake}/") if remote else (p == lake or lake in p.parents)
-        if ".." in src.path.split("/") or not inside:
-            raise ConfigError(
-                f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
-                f"{src.path!r} resolves to {p}, outside the lake root {lake}"
-            )
-
-
-def require_source_exists(cfg: Config, name: str) -> None:
-    """A missing source path is an error naming the key (checked when the source is read)."""
-    from . import storage
-
-    src = cfg.sources[name]
-    if src.path and not storage.exists(cfg.source_location(name)):
-        raise ConfigError(
-            f"key 'sources.{name}.path' in {cfg.origin_of('sources', name, 'path')}: "
-            f"{cfg.source_location(name)} does not exist"
-        )

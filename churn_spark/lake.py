@@ -20,8 +20,9 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .config import Config, ConfigError, require_source_exists
+from .config import Config, ConfigError
 from .feature_spec import normalise_statuses
+from .locations import require_source_exists
 from .logs import LOG
 
 # canonical column -> (required, kind)

@@ -15,6 +15,7 @@ from typing import Iterator
 
 from . import storage
 from .config import Config
+from .locations import prepare_storage, uses_s3a
 
 # the Hadoop version pyspark 3.5 ships; it pulls the matching AWS SDK bundle
 S3A_PACKAGE = "org.apache.hadoop:hadoop-aws:3.3.4"
@@ -88,26 +89,6 @@ def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
         wanted.update(S3A_BOUNDED_RETRIES)
     wanted.update(cfg.spark.conf)
     return local, {k: v for k, v in wanted.items() if k not in submitted}
-
-
-def locations(cfg: Config) -> list[tuple[str, str]]:
-    """(config key, location) of every place the job reads or writes."""
-    out = [("work_dir", cfg.work_dir), ("lake_root", cfg.lake_dir)]
-    out += [(f"sources.{n}.path", cfg.source_location(n)) for n, s in cfg.sources.items() if s.path]
-    return out
-
-
-def uses_s3a(cfg: Config) -> bool:
-    return any(loc.split("://")[0] in storage.S3_SCHEMES for _, loc in locations(cfg) if storage.is_uri(loc))
-
-
-def prepare_storage(cfg: Config, submitted: dict) -> None:
-    """Give the Python-side filesystem layer the same ``fs.s3a.*`` settings Spark gets, and fail in seconds,
-    naming the key, when a remote location's bucket, credentials or endpoint is wrong (before anything is
-    written)."""
-    storage.configure(storage.options_from_spark_conf({**cfg.spark.conf, **submitted}))
-    for key, loc in locations(cfg):
-        storage.check_reachable(loc, key, cfg.origin_of(*key.split(".")))
 
 
 def build_session(cfg: Config, app_name: str | None = None):

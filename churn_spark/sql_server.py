@@ -83,7 +83,8 @@ def delta_jars(cfg: Config) -> List[str]:
     ``ClassNotFoundException: ...DeltaCatalog``. The jars are the ones Spark's Ivy resolution puts in
     ``<spark.jars.ivy or ~/.ivy2>/jars`` (resolved once here if missing) or the ones listed in ``spark.jars``.
     """
-    from .session import DELTA_HELP, S3A_PACKAGE, DeltaUnavailable, uses_s3a
+    from .locations import uses_s3a
+    from .session import DELTA_HELP, S3A_PACKAGE, DeltaUnavailable
 
     given = [j.removeprefix("file:") for j in cfg.spark.conf.get("spark.jars", "").split(",") if "delta" in j]
     if given:

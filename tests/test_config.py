@@ -81,7 +81,7 @@ def test_source_path_cannot_escape_the_lake_root(tmp_path):
 
 
 def test_missing_source_path_is_reported_with_key(tmp_path):
-    from churn_spark.config import require_source_exists
+    from churn_spark.locations import require_source_exists
 
     cfg = load_config(None, [f"work_dir={tmp_path}"])
     with pytest.raises(ConfigError) as e:
