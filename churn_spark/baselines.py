@@ -13,25 +13,20 @@ from typing import List
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .feature_spec import NUMERIC_STATIC
+from .feature_spec import aggregate_spec
 
 
 def _aggregates(
     df: DataFrame, channels: List[str], n_buckets: int, *, recent_buckets: int
 ) -> tuple[DataFrame, List[str]]:
     """RFM aggregates: log1p statics plus recent-window and whole-window totals of orders, spend and active days."""
-    if not 1 <= recent_buckets <= n_buckets:
-        raise ValueError(f"recent_buckets must be in 1..n_buckets ({n_buckets}), got {recent_buckets}")
-    C = len(channels)
-    cols = {f"log_{c}": F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0))) for c in NUMERIC_STATIC}
-    for ch in ("orders", "spend", "active_days"):
-        if ch not in channels:
-            continue
-        c = channels.index(ch)
-        last = [F.col("sequence")[(n_buckets - 1 - i) * C + c] for i in range(recent_buckets)]
-        allb = [F.col("sequence")[t * C + c] for t in range(n_buckets)]
-        cols[f"log_{ch}_recent"] = F.log1p(sum(last[1:], last[0]))
-        cols[f"log_{ch}_window"] = F.log1p(sum(allb[1:], allb[0]))
+    cols = {}
+    for name, source, positions in aggregate_spec(channels, n_buckets, recent_buckets):
+        if positions:
+            terms = [F.col("sequence")[i] for i in positions]
+            cols[name] = F.log1p(sum(terms[1:], terms[0]))
+        else:
+            cols[name] = F.log1p(F.greatest(F.coalesce(F.col(source), F.lit(0.0)), F.lit(0.0)))
     return df.select("*", *[v.alias(k) for k, v in cols.items()]), list(cols)
 
 

@@ -22,7 +22,7 @@ from .config import Config, ConfigError
 from .drift_table import DRIFT_TABLE
 from .logs import LOG
 from .monitoring import PERF_TABLE
-from .run_metrics import metrics_files
+from .run_metrics import metrics_files, shipped_metrics
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 METRICS_SCHEMA = (
@@ -145,7 +145,7 @@ def metrics_rows(work_dir: str) -> List[tuple]:
         except (OSError, ValueError, KeyError, TypeError) as e:
             LOG.warning("model metrics: skipping %s (%s)", f, e)
             continue
-        deep = (m.get("models") or {}).get("deep") or {}
+        deep = shipped_metrics(m)
         promoted = (m.get("gate") or {}).get("promoted")  # unknown (null) until the validate step decided
         row = (
             *key,

@@ -7,7 +7,7 @@ the safer choice with little validation data.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -28,6 +28,17 @@ class Calibrator:
     y: List[float] = field(default_factory=list)
     a: float = 1.0  # platt
     b: float = 0.0
+    # a chosen blend (churn_spark.blend.Blend as a dict) turns the network output and the feature row into the
+    # shipped score first; the blend is calibrated itself, so ``method`` is then "identity"
+    blend: Optional[dict] = None
+
+    def shipped_score(self, p_network: np.ndarray, pdf) -> np.ndarray:
+        """The shipped model's (uncalibrated) score of feature rows ``pdf``: the network output, or the blend."""
+        if not self.blend:
+            return p_network
+        from .blend import Blend
+
+        return Blend.from_dict(self.blend)(p_network, pdf)
 
     @classmethod
     def fit(cls, method: str, p: np.ndarray, y: np.ndarray) -> "Calibrator":

@@ -117,6 +117,17 @@ class TrainingConf(_Strict):
     input_clip: float = Field(10.0, gt=0)  # standardised model inputs are clipped to +-input_clip (kept in the bundle)
     other_category_share: float = Field(0.02, ge=0, lt=0.5)  # train rows whose category is trained as "other"
     calibration_folds: int = Field(5, ge=2)  # cross-fitted calibration quality on validation
+    btyd_inputs: bool = True  # BG/NBD P(alive) and expected purchases as network inputs (fitted on train)
+    blend: bool = True  # ship a blend of the network with lr_rfm when it wins on validation (churn_spark/blend.py)
+    # validation-only search (churn_spark/search.py): each entry overrides network settings for one extra trial
+    search: List[Dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("search")
+    @classmethod
+    def _searchable(cls, v: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        from .search import check_overrides
+
+        return check_overrides(v)
 
 
 class RegistryConf(_Strict):

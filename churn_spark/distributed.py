@@ -101,9 +101,9 @@ def batches(
 
 
 def _static_columns() -> List[str]:
-    from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+    from .feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC
 
-    return NUMERIC_STATIC + CATEGORICAL_STATIC
+    return FEATURE_STATIC + CATEGORICAL_STATIC
 
 
 def executor_identity() -> Dict:

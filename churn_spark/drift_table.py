@@ -58,8 +58,8 @@ def score_psi(reference: np.ndarray, actual_counts: dict, edges: Sequence[float]
 
 
 def reference_scores(runs_dir: str, model_version: str) -> Tuple[Optional[np.ndarray], str]:
-    """The model version's raw test scores (``deep`` of test_scores.csv of the run whose metrics.json registered
-    it), with a description of where they came from; (None, reason) when not found."""
+    """The model version's raw test scores (``shipped``, in older runs ``deep``, of test_scores.csv of the run whose
+    metrics.json registered it), with a description of where they came from; (None, reason) when not found."""
     for f in reversed(metrics_files(runs_dir)):
         try:
             m = json.loads(storage.read_text(f))
@@ -68,9 +68,10 @@ def reference_scores(runs_dir: str, model_version: str) -> Tuple[Optional[np.nda
         run = storage.parent(f)
         scores = storage.join(run, "test_scores.csv")
         if str(m.get("model_version")) == str(model_version) and storage.is_file(scores):
-            df = pd.read_csv(io.BytesIO(storage.read_bytes(scores)), usecols=["deep"])
+            df = pd.read_csv(io.BytesIO(storage.read_bytes(scores)))
+            column = "shipped" if "shipped" in df.columns else "deep"  # runs before the blend shipped the network
             test = ((m.get("snapshots") or {}).get("test") or ["?"])[0]
-            return df["deep"].to_numpy(float), f"test snapshot {test} of run {storage.name(run)}"
+            return df[column].to_numpy(float), f"test snapshot {test} of run {storage.name(run)}"
     return None, f"no test_scores.csv of model version {model_version} under {runs_dir}"
 
 

@@ -1,9 +1,10 @@
-"""Evaluation of one training run: the deep model and the baselines on the same validation and test rows.
+"""Evaluation of one training run: the deep model, the baselines and the blend on the same validation and test rows.
 
 Every model is calibrated on validation and measured on test. Ranking metrics use the raw score and probability
 metrics the calibrated one (see ``metrics``); the calibration quality reported for validation is cross-fitted, so
 it can come out worse than no calibration; tiers are applied to the test snapshot to show their realised churn
-rate. Only bounded, user-ordered samples of (label, scores) come to the driver.
+rate. Only bounded, user-ordered samples of (label, scores) come to the driver. ``shipped`` names the model whose
+probabilities the bundle will produce: the calibrated network, or the blend when it won on validation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .baselines import fit_baselines, predict_baseline
+from .blend import Blend, LinearRFM, choose_blend
 from .calibration import Calibrator, cross_fitted
 from .config import Config
 from .logs import step
@@ -65,15 +67,48 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
         }
         out["calibrators"][name] = cal
         test[f"{name}_calibrated"] = cal(st)
+    out["shipped"] = "deep"
+    if t.blend:
+        out.update(_blend(cfg, val, test, baselines[BASELINE], channels, out))
     for name, gain in gain_over_baseline(test, yt, [n for n in out["models"] if n != BASELINE], cfg).items():
         out["models"][name].update(gain)
-    s = cfg.scoring
+    s, shipped = cfg.scoring, out["shipped"]
+    test["shipped"], test["shipped_calibrated"] = test[shipped], test[f"{shipped}_calibrated"]
     tiers = assign_tiers(
-        s.tier_mode, test["deep"].to_numpy(), test["deep_calibrated"].to_numpy(), s.tier_shares, s.tiers
+        s.tier_mode, test["shipped"].to_numpy(), test["shipped_calibrated"].to_numpy(), s.tier_shares, s.tiers
     )
-    out["tiers"] = {"mode": s.tier_mode, "test": realised_by_tier(tiers, yt, test["deep_calibrated"].to_numpy())}
+    out["tiers"] = {"mode": s.tier_mode, "test": realised_by_tier(tiers, yt, test["shipped_calibrated"].to_numpy())}
     out["test_scores"] = test
     return out
+
+
+def _blend(cfg: Config, val: pd.DataFrame, test: pd.DataFrame, lr_model, channels: List[str], out: dict) -> dict:
+    """The blend candidate (:mod:`churn_spark.blend`): chosen on validation only, measured on test like the rest;
+    adds its test metrics and ``blend``/``blend_calibrated`` test columns (the blend is its own calibration)."""
+    t = cfg.training
+    yv, yt = val["label"].to_numpy(), test["label"].to_numpy()
+    chosen, evidence, (intercept, weights) = choose_blend(
+        val["deep"].to_numpy(),
+        val[BASELINE].to_numpy(),
+        yv,
+        calibration=t.calibration,
+        folds=t.calibration_folds,
+        seed=t.seed,
+    )
+    blend = Blend(
+        intercept, weights, LinearRFM.from_pipeline(lr_model, channels, cfg.sequence.n_buckets, cfg.recent_buckets)
+    )
+    pv = blend.combine(val["deep"].to_numpy(), val[BASELINE].to_numpy())
+    pt = blend.combine(test["deep"].to_numpy(), test[BASELINE].to_numpy())
+    thr = best_f1_threshold(yv, pv)
+    out["models"]["blend"] = classification_report(yt, pt, thr, score=pt)
+    out["validation"]["blend"] = {"brier_raw": float(np.mean((pv - yv) ** 2)), "threshold": thr, **evidence}
+    test["blend"], test["blend_calibrated"] = pt, pt
+    return {
+        "shipped": "blend" if chosen else "deep",
+        "blend": {"chosen": chosen, "intercept": intercept, "weights": weights, **evidence},
+        "blend_model": blend,
+    }
 
 
 BASELINE = "lr_rfm"  # what a user would fit instead: a model is worth its cost only if it beats this one

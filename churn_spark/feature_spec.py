@@ -30,6 +30,16 @@ Static features (history before S, not limited to the window):
 * lifetime_orders, lifetime_spend, mean_order_value (= spend / orders; 0 when no purchase)
 * country, channel (strings, "unknown" when missing or without a users source)
 
+Purchase-rhythm features (``RHYTHM_STATIC``; purchases before S over the whole history, one per distinct UTC day —
+several orders on one day are one purchase day). They carry a long, sparse history that the mostly empty buckets do
+not: how often this customer buys and whether they are late by their own standard.
+
+* purchase_days: distinct days with a purchase (>= 1 for every eligible row)
+* days_since_first_purchase: days from the first purchase day to S
+* gap_mean_days: mean of the gaps between consecutive purchase days (0 with a single purchase day)
+* gap_std_days: population standard deviation of those gaps (0 with fewer than two gaps)
+* overdue_ratio: days_since_last_order / gap_mean_days (0 with a single purchase day: no rhythm yet)
+
 Eligibility: at least one purchase in ``[S - lookback_days, S)``.
 Label: where ``S + H <= as_of`` (the run date), ``label = 1`` if there is no purchase (``no_order``) or no
 activity at all (``no_activity``) in ``[S, S + H)``, else 0; otherwise ``label`` is null (a scoring snapshot).
@@ -59,6 +69,8 @@ NUMERIC_STATIC = [
     "lifetime_spend",
     "mean_order_value",
 ]
+RHYTHM_STATIC = ["purchase_days", "days_since_first_purchase", "gap_mean_days", "gap_std_days", "overdue_ratio"]
+FEATURE_STATIC = NUMERIC_STATIC + RHYTHM_STATIC  # every numeric static column of the feature table
 CATEGORICAL_STATIC = ["country", "channel"]
 
 
@@ -72,7 +84,7 @@ def feature_contract(channels: List[str], n_buckets: int, bucket_days: int) -> D
         "channels": list(channels),
         "n_buckets": int(n_buckets),
         "bucket_days": int(bucket_days),
-        "numeric_static": list(NUMERIC_STATIC),
+        "numeric_static": list(FEATURE_STATIC),
         "categorical_static": list(CATEGORICAL_STATIC),
     }
 
@@ -166,3 +178,24 @@ def describe_plan(plan: Dict[dt.date, str], horizon_days: int) -> List[str]:
         note = " (not yet observable: scored, not labelled)" if split == "score" else ""
         lines.append(f"{split:<10} snapshot {s}  label window {_window_text(s, horizon_days)}{note}")
     return lines
+
+
+RFM_CHANNELS = ("orders", "spend", "active_days")
+
+
+def aggregate_spec(channels: List[str], n_buckets: int, recent_buckets: int) -> List[Tuple[str, str, List[int]]]:
+    """The lr_rfm inputs as (name, source, positions): ``source`` is a static column (positions empty) or
+    ``sequence`` (summed over the given flat positions); every input is ``log1p`` of a non-negative value.
+
+    One definition for both evaluations: Spark's (``baselines._aggregates``, to fit and score the baseline) and
+    numpy's (:mod:`churn_spark.blend`, which applies the fitted baseline inside the scoring UDF)."""
+    if not 1 <= recent_buckets <= n_buckets:
+        raise ValueError(f"recent_buckets must be in 1..n_buckets ({n_buckets}), got {recent_buckets}")
+    C = len(channels)
+    spec: List[Tuple[str, str, List[int]]] = [(f"log_{c}", c, []) for c in NUMERIC_STATIC]
+    for ch in RFM_CHANNELS:
+        if ch in channels:
+            c = channels.index(ch)
+            spec.append((f"log_{ch}_recent", "sequence", [(n_buckets - 1 - i) * C + c for i in range(recent_buckets)]))
+            spec.append((f"log_{ch}_window", "sequence", [t * C + c for t in range(n_buckets)]))
+    return spec

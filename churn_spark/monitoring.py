@@ -31,7 +31,7 @@ import pandas as pd
 from . import storage
 from .actions import ACTIONS_TABLE
 from .metrics import classification_report
-from .run_metrics import metrics_files
+from .run_metrics import metrics_files, shipped_metrics
 from .tiers import share_above
 
 PERF_TABLE = ("tables", "model_performance")
@@ -178,7 +178,7 @@ def test_roc_auc_by_version(runs_dir: str) -> Dict[str, float]:
             m = json.loads(storage.read_text(f))
         except ValueError:
             continue
-        deep = (m.get("models") or {}).get("deep") or {}
+        deep = shipped_metrics(m)
         if m.get("model_version") is not None and deep.get("roc_auc") is not None:
             out[str(m["model_version"])] = float(deep["roc_auc"])
         sb = m.get("scored_by") or {}

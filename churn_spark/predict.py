@@ -113,6 +113,13 @@ def raw_probability(b: Bundle, inputs: Dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(b.model.predict_on_batch(inputs), dtype=np.float64).reshape(-1)
 
 
+def probabilities(b: Bundle, pdf: pd.DataFrame, inputs: Dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(raw score, calibrated churn probability) of feature rows: the network's output — or, when the bundle ships
+    a blend (:mod:`churn_spark.blend`), the blend of it with ``lr_rfm`` — then the calibrator."""
+    score = b.calibrator.shipped_score(raw_probability(b, inputs), pdf)
+    return score, (np.clip(b.calibrator(score), 0.0, 1.0) if len(score) else score)
+
+
 # ---- the pandas UDF ----------------------------------------------------------------------------------------
 def make_scorer(ref: str, keep: List[str], reasons: Optional[ReasonSettings] = None):
     """The function given to ``mapInPandas``: iterator of Arrow batches in, scored batches out (plus
@@ -129,10 +136,8 @@ def make_scorer(ref: str, keep: List[str], reasons: Optional[ReasonSettings] = N
         done, t0, last = 0, time.time(), time.time()
         for pdf in batches:
             inputs = b.stats.inputs(pdf)
-            p_raw = raw_probability(b, inputs)
             out = pdf[keep].copy()
-            out["raw_probability"] = p_raw
-            out["churn_probability"] = np.clip(b.calibrator(p_raw), 0.0, 1.0) if len(p_raw) else p_raw
+            out["raw_probability"], out["churn_probability"] = probabilities(b, pdf, inputs)
             if reasons is not None:
                 out["top_reasons"] = reason_codes(b, pdf, inputs, reasons)
             done += len(pdf)

@@ -12,13 +12,13 @@ would turn one new event into 10^5 standard deviations), every standardised inpu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
-from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
+from .feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC, NUMERIC_STATIC
 
 MAX_VOCAB = 30
 MIN_STD = 1e-6  # below this a column is constant in training: it is centred but not scaled (std 1)
@@ -41,14 +41,19 @@ class FeatureStats:
     bucket_days: int = 7
     recent_days: int = 28  # sequence.recent_days the model was trained with (reasons use the same window)
     clip: float = 10.0  # standardised inputs are clipped to +-clip: a channel constant in training cannot explode
+    # numeric static inputs, in order: feature-table columns, then the BG/NBD inputs derived from them (bundles
+    # written before the rhythm features have none of these fields and keep their six RFM statics)
+    numeric_inputs: List[str] = field(default_factory=lambda: list(NUMERIC_STATIC))
+    btyd_fit: Optional[Dict] = None  # the BG/NBD fit: rows, repeat share, params (or why it was skipped)
+    horizon_days: int = 0  # the horizon of the BG/NBD expected purchases
 
     @property
     def n_static(self) -> int:
-        return len(NUMERIC_STATIC) + sum(len(v) + 1 for v in self.vocab.values())
+        return len(self.numeric_inputs) + sum(len(v) + 1 for v in self.vocab.values())
 
     @property
     def static_names(self) -> List[str]:
-        names = list(NUMERIC_STATIC)
+        names = list(self.numeric_inputs)
         for col in CATEGORICAL_STATIC:
             names += [f"{col}={v}" for v in self.vocab[col]] + [f"{col}=other"]
         return names
@@ -76,7 +81,7 @@ class FeatureStats:
     def static_tensor(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> np.ndarray:
         """Standardised numeric statics + one-hot categoricals; rows flagged in ``as_other`` (training only) get
         the ``other`` column of every categorical, so that column learns a weight."""
-        num = np.log1p(np.maximum(pdf[NUMERIC_STATIC].to_numpy(dtype=np.float64, na_value=0.0), 0.0))
+        num = np.log1p(np.maximum(self.numeric_values(pdf), 0.0))
         z = (num - np.asarray(self.static_mean)) / np.asarray(self.static_std)
         parts = [np.clip(z, -self.clip, self.clip)]
         for col in CATEGORICAL_STATIC:
@@ -86,6 +91,17 @@ class FeatureStats:
                 idx = np.where(as_other, len(vocab), idx)
             parts.append(np.eye(len(vocab) + 1)[idx])
         return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def numeric_values(self, pdf: pd.DataFrame) -> np.ndarray:
+        """Raw numeric static inputs (n, len(numeric_inputs)): table columns, then the derived BG/NBD inputs."""
+        from .btyd_inputs import BTYD_INPUTS, btyd_values, rfm_columns
+
+        columns = [c for c in self.numeric_inputs if c not in BTYD_INPUTS]
+        parts = [pdf[columns].to_numpy(dtype=np.float64, na_value=0.0)]
+        if any(c in BTYD_INPUTS for c in self.numeric_inputs):
+            rfm = rfm_columns(pdf["purchase_days"], pdf["days_since_first_purchase"], pdf["days_since_last_order"])
+            parts.append(btyd_values((self.btyd_fit or {}).get("params"), self.horizon_days, *rfm))
+        return np.concatenate(parts, axis=1)
 
     def inputs(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
         return {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf, as_other)}
@@ -98,9 +114,18 @@ class FeatureStats:
 
 
 def compute_stats(
-    train_df, channels: List[str], n_buckets: int, bucket_days: int, recent_days: int = 28, clip: float = 10.0
+    train_df,
+    channels: List[str],
+    n_buckets: int,
+    bucket_days: int,
+    recent_days: int = 28,
+    clip: float = 10.0,
+    horizon_days: Optional[int] = None,
 ) -> FeatureStats:
-    """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark."""
+    """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark.
+
+    With ``horizon_days`` the BG/NBD model is fitted on these (training) rows and its two inputs are added
+    (:mod:`churn_spark.btyd_inputs`); the fit's summary is kept in ``btyd_fit``."""
     from pyspark.sql import functions as F
 
     C = len(channels)
@@ -111,7 +136,7 @@ def compute_stats(
     seq_mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(C)]
     seq_std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(C)]
     aggs = []
-    for c in NUMERIC_STATIC:
+    for c in FEATURE_STATIC:
         v = F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0)))
         aggs += [F.mean(v).alias(f"m_{c}"), F.stddev_pop(v).alias(f"s_{c}")]
     st = train_df.agg(*aggs).first()
@@ -119,13 +144,26 @@ def compute_stats(
     for col in CATEGORICAL_STATIC:
         top = train_df.groupBy(col).count().orderBy(F.desc("count"), col).limit(MAX_VOCAB).collect()
         vocab[col] = sorted(str(r[col]) for r in top)
+    static_mean = [float(st[f"m_{c}"] or 0.0) for c in FEATURE_STATIC]
+    static_std = [_safe_std(st[f"s_{c}"]) for c in FEATURE_STATIC]
+    numeric, info = list(FEATURE_STATIC), None
+    if horizon_days:
+        from .btyd_inputs import fit_on_train
+
+        moments, info = fit_on_train(train_df, horizon_days)
+        numeric += list(moments)
+        static_mean += [m for m, _ in moments.values()]
+        static_std += [_safe_std(s) for _, s in moments.values()]
     return FeatureStats(
         channels=channels,
         n_buckets=n_buckets,
         seq_mean=seq_mean,
         seq_std=seq_std,
-        static_mean=[float(st[f"m_{c}"] or 0.0) for c in NUMERIC_STATIC],
-        static_std=[_safe_std(st[f"s_{c}"]) for c in NUMERIC_STATIC],
+        static_mean=static_mean,
+        static_std=static_std,
+        numeric_inputs=numeric,
+        btyd_fit=info,
+        horizon_days=int(horizon_days or 0),
         vocab=vocab,
         bucket_days=bucket_days,
         recent_days=recent_days,

@@ -30,7 +30,7 @@ from .feature_spec import contract_differences
 from .metrics import classification_report, paired_bootstrap
 from .predict import score_frame, ship_model
 from .preprocess import FeatureStats
-from .run_metrics import read_metrics, write_metrics
+from .run_metrics import read_metrics, shipped_metrics, write_metrics
 
 NUMERIC_NOISE = 1e-9  # the same model scored in other Arrow batches differs by float rounding, not by skill
 
@@ -171,7 +171,7 @@ def _update_run_metrics(cfg: Config, run_date: dt.date, version: str, verdict: d
     m["gate"] = verdict
     champ = registry.champion(cfg)
     if champ is not None and str(champ.version) == version:
-        m["scored_by"] = {"model_version": version, "role": "candidate", "test_metrics": m["models"]["deep"]}
+        m["scored_by"] = {"model_version": version, "role": "candidate", "test_metrics": shipped_metrics(m)}
     else:
         m["scored_by"] = {
             "model_version": str(champ.version) if champ else None,

@@ -17,7 +17,7 @@ import pandas as pd
 from churn_spark.feature_spec import (
     CATEGORICAL_STATIC,
     EVENT_CHANNEL,
-    NUMERIC_STATIC,
+    FEATURE_STATIC,
     RETURN_STATUSES,
     SOURCE_CHANNELS,
     channels_for,
@@ -31,7 +31,7 @@ REQUIRED_COLUMNS = {
     "users": ["user_id", "signup_ts", "country", "channel"],
 }
 UNKNOWN = "unknown"
-OUTPUT_COLUMNS = ["user_id", "snapshot_date", "split", "label", "sequence"] + NUMERIC_STATIC + CATEGORICAL_STATIC
+OUTPUT_COLUMNS = ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
 
 
 # --------------------------------------------------------------------------------------------- input cleaning
@@ -191,6 +191,7 @@ def build_reference(
             last_purchase_day: Optional[dt.date] = None
             first_order_day: Optional[dt.date] = None
             last_activity_day: Optional[dt.date] = None
+            purchase_day_set: set = set()
             future_purchase = False
             future_activity = False
 
@@ -208,6 +209,7 @@ def build_reference(
                     lifetime_orders += 1
                     lifetime_spend += _num(row.amount)
                     last_purchase_day = row.day if last_purchase_day is None else max(last_purchase_day, row.day)
+                    purchase_day_set.add(row.day)
                 t = bucket_of(row.day, snapshot)
                 if t is None:
                     continue
@@ -272,6 +274,7 @@ def build_reference(
             else:
                 label = math.nan
 
+            rhythm = _purchase_rhythm(sorted(purchase_day_set), snapshot)
             rows.append(
                 {
                     "user_id": user,
@@ -285,6 +288,7 @@ def build_reference(
                     "lifetime_orders": float(lifetime_orders),
                     "lifetime_spend": float(lifetime_spend),
                     "mean_order_value": lifetime_spend / lifetime_orders if lifetime_orders > 0 else 0.0,
+                    **rhythm,
                     "country": country,
                     "channel": channel_value,
                 }
@@ -292,8 +296,23 @@ def build_reference(
 
     result = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     result["label"] = result["label"].astype("float64")
-    for column in NUMERIC_STATIC:
+    for column in FEATURE_STATIC:
         result[column] = result[column].astype("float64")
     for column in ["user_id", "split"] + CATEGORICAL_STATIC:
         result[column] = result[column].astype(object)
     return result.reset_index(drop=True)
+
+
+def _purchase_rhythm(days: List[dt.date], snapshot: dt.date) -> Dict[str, float]:
+    """The RHYTHM_STATIC features of one user from their sorted distinct purchase days before the snapshot."""
+    gaps = [float((b - a).days) for a, b in zip(days, days[1:])]
+    mean = sum(gaps) / len(gaps) if gaps else 0.0
+    spread = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) if len(gaps) >= 2 else 0.0
+    since_last = float((snapshot - days[-1]).days)
+    return {
+        "purchase_days": float(len(days)),
+        "days_since_first_purchase": float((snapshot - days[0]).days),
+        "gap_mean_days": mean,
+        "gap_std_days": spread,
+        "overdue_ratio": since_last / mean if gaps else 0.0,
+    }

@@ -26,6 +26,7 @@ from .report_format import pct as _pct
 from .report_format import reasons_text as _reasons_text
 from .report_format import table as _table
 from .report_format import timings_table
+from .run_metrics import shipped_metrics
 
 __all__ = ["render", "write_report", "gather", "ReportData"]
 
@@ -106,7 +107,7 @@ def _header(data: ReportData) -> Dict[str, Any]:
         role = {"champion": "the champion", "candidate": "this run's candidate"}.get(sb.role, "a registered version")
         text = f"This week was scored by {name} version {sb.model_version} ({role})."
         if sb.model_version != data.candidate_version:
-            cand = (m.get("models") or {}).get("deep") or {}
+            cand = shipped_metrics(m)
             if sb.test_metrics:
                 comparison = _table(
                     ["metric", f"candidate v{data.candidate_version or '?'}", f"scoring model v{sb.model_version}"],

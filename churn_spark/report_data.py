@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from . import drift, storage
-from .run_metrics import read_metrics
+from .run_metrics import read_metrics, shipped_metrics
 
-MODELS = ("deep", "lr_rfm", "gbt")
+MODELS = ("deep", "blend", "lr_rfm", "gbt")
 TIERS = ("high", "medium", "low")
 HIST_BINS = 20
 TOP_COLUMNS = ["risk_rank", "user_id", "churn_probability", "raw_score", "risk_tier", "risk_percentile", "top_reasons"]
@@ -183,7 +183,7 @@ class ReportData:
             role = "candidate" if str(version) == self.candidate_version else "unknown"
         version = str(version)
         if not test and version == self.candidate_version:
-            test = (self.metrics.get("models") or {}).get("deep")
+            test = shipped_metrics(self.metrics)
         gate = self.gate()
         if not test and gate.champion_metrics and gate.champion_version == version:
             test = gate.champion_metrics

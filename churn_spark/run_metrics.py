@@ -78,6 +78,8 @@ class RunMetrics(_Model):
     model_name: Optional[str] = None
     snapshots: Dict[str, List[dt.date]] = Field(default_factory=dict)
     models: Dict[str, Dict[str, Number]] = Field(default_factory=dict)  # test metrics per model
+    shipped_model: str = "deep"  # the entry of ``models`` whose probabilities the bundle produces (deep | blend)
+    model_selection: Dict[str, Any] = Field(default_factory=dict)  # blend decision, BG/NBD fit, search trials
     validation: Dict[str, Dict[str, Number]] = Field(default_factory=dict)
     tiers: Dict[str, Any] = Field(default_factory=dict)  # mode, and realised churn per tier on test
     snapshot_plan_rule: Optional[str] = None
@@ -145,3 +147,9 @@ def read_metrics(path: Union[str, Path]) -> dict:
     except json.JSONDecodeError as e:
         raise MetricsFileError(f"{path} is not valid JSON: {e}") from e
     return validate(raw, str(path)).model_dump(mode="json")
+
+
+def shipped_metrics(metrics: dict) -> dict:
+    """Test metrics of the model a run shipped (the network, or its blend), ``{}`` when absent."""
+    models = metrics.get("models") or {}
+    return models.get(metrics.get("shipped_model") or "deep") or {}

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from .feature_spec import (
     CATEGORICAL_STATIC,
     EVENT_CHANNEL,
-    NUMERIC_STATIC,
+    FEATURE_STATIC,
     RETURN_STATUSES,
     channels_for,
     normalise_statuses,
@@ -132,6 +132,7 @@ def build_features(
         F.max(F.when(F.col("orders") > 0, day)).alias("last_purchase_day"),
         F.max(day).alias("last_active_day"),
         F.min(F.when(F.col("any_order") > 0, day)).alias("first_order_day"),
+        F.collect_list(F.when(F.col("orders") > 0, day)).alias("purchase_day_list"),  # one row per day: distinct
         F.max(F.when(in_lookback & (F.col("orders") > 0), F.lit(1)).otherwise(F.lit(0))).alias("eligible"),
     )
     channel_expr = {ch: F.col(ch) for ch in channels}
@@ -152,6 +153,7 @@ def build_features(
             F.max(F.when(past, F.col("last_purchase_day"))).alias("_last_purchase"),
             F.max(F.when(past, F.col("last_active_day"))).alias("_last_active"),
             F.min(F.when(past, F.col("first_order_day"))).alias("_first_order"),
+            F.array_sort(F.flatten(F.collect_list(F.when(past, F.col("purchase_day_list"))))).alias("_pdays"),
             F.sum(F.when(future, F.col("orders"))).alias("_future_orders"),
             F.sum(F.when(future, F.col("active_days"))).alias("_future_active"),
         )
@@ -175,12 +177,33 @@ def build_features(
         F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
         F.coalesce("lifetime_orders", F.lit(0.0)).alias("lifetime_orders"),
         F.coalesce("lifetime_spend", F.lit(0.0)).alias("lifetime_spend"),
+        "_pdays",
     ).withColumn(
         "mean_order_value",
         F.when(F.col("lifetime_orders") > 0, F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0),
     )
-    out = _with_users(out, tables.get("users"))
-    return out.select("user_id", "snapshot_date", "split", "label", "sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC)
+    out = _with_users(_with_rhythm(out), tables.get("users"))
+    return out.select("user_id", "snapshot_date", "split", "label", "sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC)
+
+
+def _with_rhythm(features: DataFrame) -> DataFrame:
+    """Purchase-rhythm statics from ``_pdays`` (the sorted distinct purchase days before S, bounded by the user's
+    own history): gaps between consecutive days, their mean and population spread, and the overdue ratio."""
+    days = F.col("_pdays")
+    n = F.size(days)
+    gaps = F.zip_with(F.slice(days, 2, n - 1), F.slice(days, 1, n - 1), lambda later, before: F.datediff(later, before))
+    mean = F.aggregate(gaps, F.lit(0.0), lambda acc, g: acc + g) / (n - 1)
+    spread = F.sqrt(F.aggregate(gaps, F.lit(0.0), lambda acc, g: acc + (g - F.col("gap_mean_days")) ** 2) / (n - 1))
+    return (
+        features.withColumn("purchase_days", n.cast("double"))
+        .withColumn("days_since_first_purchase", F.datediff("snapshot_date", days[0]).cast("double"))
+        .withColumn("gap_mean_days", F.when(n >= 2, mean).otherwise(0.0))
+        .withColumn("gap_std_days", F.when(n >= 3, spread).otherwise(0.0))
+        .withColumn(
+            "overdue_ratio", F.when(n >= 2, F.col("days_since_last_order") / F.col("gap_mean_days")).otherwise(0.0)
+        )
+        .drop("_pdays")
+    )
 
 
 def _with_users(features: DataFrame, users: DataFrame | None) -> DataFrame:
@@ -247,6 +270,7 @@ def write_features(
         .mode("overwrite")
         .partitionBy("snapshot_date")
         .option("replaceWhere", f"snapshot_date IN ({dates})")
+        .option("mergeSchema", "true")  # tables written before a new feature column gain it (older rows: null)
         .option("userMetadata", commit_metadata(write_id, inputs=lineage, contract=contract))
         .save(path)
     )

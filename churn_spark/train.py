@@ -21,13 +21,14 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import registry, storage
+from . import registry, search, storage
 from .bundle import local_copy, verify_bundle
+from .calibration import Calibrator
 from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput, Transient
 from .evaluation import evaluate_models
-from .feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC, channels_for
+from .feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC, channels_for
 from .logs import LOG, step
 from .mlflow_model import save_pyfunc
 from .predict import ship_model
@@ -76,6 +77,8 @@ _NOT_WEIGHTS = {
     "min_positives_per_split",
     "min_negatives_per_split",
     "calibration_folds",
+    "blend",
+    "search",
 }
 
 
@@ -125,7 +128,7 @@ def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: in
 def export_split(df: DataFrame, path: str, n_files: int) -> List[str]:
     """Write a split as Parquet for the ranks; returns its files as absolute paths or URIs (ranks share no cwd and,
     on an object store, no mount: they read them through :mod:`churn_spark.storage`)."""
-    cols = ["user_id", "label", "sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC]
+    cols = ["user_id", "label", "sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
     df.select(*cols).repartition(n_files).write.mode("overwrite").parquet(path)
     return storage.ls(storage.absolute(path), "part-*.parquet")
 
@@ -205,8 +208,15 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         info.update(counts=counts)
         check_enough_data(counts, t)
         stats = compute_stats(
-            splits["train"], channels, T, cfg.sequence.bucket_days, cfg.sequence.recent_days, t.input_clip
+            splits["train"],
+            channels,
+            T,
+            cfg.sequence.bucket_days,
+            cfg.sequence.recent_days,
+            t.input_clip,
+            horizon_days=cfg.snapshots.horizon_days if t.btyd_inputs else None,
         )
+        info.update(btyd=stats.btyd_fit)
         pos_rate = counts["train"]["positives"] / counts["train"]["users"]
         staging = cfg.path("staging", key)
         files = {
@@ -222,36 +232,50 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         if min(rows["train"]) == 0 or min(rows["validation"]) == 0:
             raise NotEnoughData(f"not enough data for {t.num_proc} ranks: rows per rank {rows}")
         info.update(train_rows=sum(rows["train"]), validation_rows=sum(rows["validation"]), pos_rate=round(pos_rate, 4))
-    pos_weight = (1 - pos_rate) / max(pos_rate, 1e-6) if t.class_weight else 1.0
-    model_dir = cfg.path("models", "runs", key)
-    args = {
-        "training": t.model_dump(),
-        "stats": stats.to_json(),
-        "pos_weight": float(pos_weight),
-        "train_files": shards["train"],
-        "val_files": shards["validation"],
-        "steps_per_epoch": max(1, min(rows["train"]) // t.batch_size),
-        "validation_steps": max(1, min(rows["validation"]) // t.batch_size),
-        "checkpoint_dir": storage.absolute(cfg.path("checkpoints", f"{key}-w{weights_key(t.model_dump())}")),
-        "model_dir": storage.absolute(model_dir),
-        "threads": 1,
-        STORAGE_ARG: storage.options(),  # secrets: applied in the ranks, never logged
-    }
-    with step("horovod training", ranks=t.num_proc, steps_per_epoch=args["steps_per_epoch"]) as info:
-        ranks = run_horovod(spark, args, t.num_proc, t.timeout_s)
-        info.update(
-            epochs=ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
-            resumed=ranks[0]["resumed"],
-            samples_per_s=[round(r["samples_per_s"], 1) for r in ranks],
-        )
+    done = []
+    for trial in search.trials(t):  # trial 0 = the configured settings; more only with training.search
+        ti = trial.settings
+        trial.model_dir = cfg.path("models", "runs", key if trial.index == 0 else f"{key}-t{trial.index}")
+        args = {
+            "training": ti.model_dump(),
+            "stats": stats.to_json(),
+            "pos_weight": float((1 - pos_rate) / max(pos_rate, 1e-6) if ti.class_weight else 1.0),
+            "train_files": shards["train"],
+            "val_files": shards["validation"],
+            "steps_per_epoch": max(1, min(rows["train"]) // ti.batch_size),
+            "validation_steps": max(1, min(rows["validation"]) // ti.batch_size),
+            "checkpoint_dir": storage.absolute(cfg.path("checkpoints", f"{key}-w{weights_key(ti.model_dump())}")),
+            "model_dir": storage.absolute(trial.model_dir),
+            "threads": 1,
+            STORAGE_ARG: storage.options(),  # secrets: applied in the ranks, never logged
+        }
+        with step("horovod training", trial=trial.index, ranks=t.num_proc, steps=args["steps_per_epoch"]) as info:
+            trial.ranks = run_horovod(spark, args, t.num_proc, t.timeout_s)
+            info.update(
+                epochs=trial.ranks[0]["initial_epoch"] + trial.ranks[0]["epochs_run"],
+                resumed=trial.ranks[0]["resumed"],
+                samples_per_s=[round(r["samples_per_s"], 1) for r in trial.ranks],
+            )
+        if t.search:
+            with step("search trial validation", trial=trial.index, overrides=trial.overrides) as info:
+                trial.quality = search.validation_quality(spark, cfg, trial.model_dir, splits["validation"])
+                info.update(trial.quality)
+        done.append(trial)
+    chosen = search.best(done)
+    model_dir, ranks = chosen.model_dir, chosen.ranks
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))  # uncalibrated bundle for evaluation
     with step("evaluation"):
         ev = evaluate_models(cfg, splits, ref, channels)
-    deep_thr = ev["validation"]["deep"]["threshold"]
+    shipped = ev["shipped"]  # the calibrated network, or its blend with lr_rfm when that won on validation
     digest = set_calibrator(
         model_dir,
-        ev["calibrators"]["deep"],
-        {"threshold": deep_thr, "run_date": run_date.isoformat(), "features_version": version},
+        ev["calibrators"]["deep"] if shipped == "deep" else Calibrator(blend=ev["blend_model"].to_dict()),
+        {
+            "threshold": ev["validation"][shipped]["threshold"],
+            "run_date": run_date.isoformat(),
+            "features_version": version,
+            "shipped_model": shipped,
+        },
     )
     trained_with = verify_bundle(model_dir)["info"].get("training", t.model_dump())
 
@@ -262,6 +286,12 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         "model_name": cfg.registry.model_name,
         "snapshots": {s: [d.isoformat() for d, x in sorted(plan.items()) if x == s] for s in (*SPLITS, "score")},
         "models": ev["models"],
+        "shipped_model": shipped,
+        "model_selection": {
+            "blend": ev.get("blend"),
+            "btyd": stats.btyd_fit,
+            "search": search.summary(done, chosen) if t.search else None,
+        },
         "validation": ev["validation"],
         "tiers": ev["tiers"],
         "snapshot_plan_rule": "test = R-H, validation = R-2H, train = R-3H - j*step: label windows do not overlap",
@@ -305,6 +335,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
                     "sequence.bucket_days": cfg.sequence.bucket_days,
                     "channels": ",".join(channels),
                     "snapshots.horizon_days": cfg.snapshots.horizon_days,
+                    "shipped_model": shipped,
                 }
             )
             for name, m in ev["models"].items():
@@ -316,6 +347,8 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             for i, loss in enumerate(ranks[0]["history"].get("val_loss", [])):
                 mlflow.log_metric("val_loss", loss, step=i)
             mlflow.set_tag("features_table", storage.absolute(cfg.features_path))
+            if t.search:
+                search.log_trials(done, chosen)
             pyfunc_dir = save_pyfunc(  # a real MLflow Model, no pickle (built from a verified local copy)
                 local_copy(model_dir), str(Path(storage.scratch_dir(cfg.work_dir, "tmp", "pyfunc"), key))
             )
@@ -336,10 +369,11 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             mlflow.log_artifact(str(local_run / "metrics.json"))
             mlflow.log_artifact(str(local_run / "test_scores.csv"))
     LOG.info(
-        "trained challenger version %s: deep test %s=%.4f, lr_rfm %.4f, gbt %.4f",
+        "trained challenger version %s (ships %s): test %s=%.4f, lr_rfm %.4f, gbt %.4f",
         metrics["model_version"],
+        shipped,
         cfg.registry.gate_metric,
-        ev["models"]["deep"][cfg.registry.gate_metric],
+        ev["models"][shipped][cfg.registry.gate_metric],
         ev["models"]["lr_rfm"][cfg.registry.gate_metric],
         ev["models"]["gbt"][cfg.registry.gate_metric],
     )

@@ -12,14 +12,14 @@ import math
 import pandas as pd
 import pytest
 
-from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC, channels_for
+from churn_spark.feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC, NUMERIC_STATIC, RHYTHM_STATIC, channels_for
 from churn_spark.reference import build_reference
 
 S = dt.date(2024, 1, 10)
 T, B, H = 2, 3, 5
 ALL = channels_for(["orders", "events", "reviews"])
 ORDERS_ONLY = channels_for(["orders"])
-FEATURES = ["sequence"] + NUMERIC_STATIC + CATEGORICAL_STATIC
+FEATURES = ["sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
 
 
 def _times(values) -> pd.Series:
@@ -119,7 +119,7 @@ def test_full_case_hand_computed():
     out = build(full_tables())
     assert (
         list(out.columns)
-        == ["user_id", "snapshot_date", "split", "label", "sequence"] + NUMERIC_STATIC + CATEGORICAL_STATIC
+        == ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
     )
     assert list(out["user_id"]) == ["a", "b"]  # c: events only, d: purchase too old, r: only a return
 
@@ -300,7 +300,36 @@ def test_single_order_user():
     row = one(build({"orders": orders(("u", "2024-01-05 18:30", 12.0, 3, "completed"))}), "u")
     assert row["sequence"] == seq(ORDERS_ONLY, {"orders": 1, "spend": 12, "items": 3, "active_days": 1}, {})
     assert [row[c] for c in NUMERIC_STATIC] == [5.0, 5.0, 5.0, 1.0, 12.0, 12.0]
+    assert [row[c] for c in RHYTHM_STATIC] == [1.0, 5.0, 0.0, 0.0, 0.0]  # one purchase day: no rhythm yet
     assert row["label"] == 1.0
+
+
+def test_purchase_rhythm_of_a_hand_made_customer():
+    """Purchases 100, 70, 70 (same day twice), 50 and 10 days before S; a return 5 days before S is no purchase.
+    Distinct purchase days: 4; gaps 30, 20, 40 -> mean 30, population std sqrt(200/3); last purchase 10 days ago,
+    so a third of the customer's usual gap has passed (overdue ratio 1/3)."""
+    day = lambda k: (pd.Timestamp(S) - pd.Timedelta(days=k) + pd.Timedelta(hours=9)).isoformat()  # noqa: E731
+    row = one(
+        build(
+            {
+                "orders": orders(
+                    ("u", day(100), 5.0, 1, "completed"),
+                    ("u", day(70), 5.0, 1, "completed"),
+                    ("u", day(70), 7.0, 1, "completed"),
+                    ("u", day(50), 5.0, 1, "completed"),
+                    ("u", day(10), 5.0, 1, "completed"),
+                    ("u", day(5), 5.0, 1, "refunded"),
+                )
+            },
+            lookback_days=120,
+        ),
+        "u",
+    )
+    assert row["purchase_days"] == 4.0
+    assert row["days_since_first_purchase"] == 100.0
+    assert row["gap_mean_days"] == 30.0
+    assert row["gap_std_days"] == pytest.approx(math.sqrt(200 / 3), rel=1e-12)
+    assert row["overdue_ratio"] == pytest.approx(10 / 30, rel=1e-12)
 
 
 def test_eligibility():
@@ -324,7 +353,7 @@ def test_no_eligible_user_gives_empty_frame_with_columns():
     assert out.empty
     assert (
         list(out.columns)
-        == ["user_id", "snapshot_date", "split", "label", "sequence"] + NUMERIC_STATIC + CATEGORICAL_STATIC
+        == ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
     )
 
 

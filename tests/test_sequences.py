@@ -8,7 +8,7 @@ import pytest
 from conftest import make_config
 from pyspark.sql import functions as F
 
-from churn_spark.feature_spec import NUMERIC_STATIC, snapshot_plan
+from churn_spark.feature_spec import FEATURE_STATIC, NUMERIC_STATIC, snapshot_plan
 from churn_spark.generator import LakeSpec, generate
 from churn_spark.lake import ingest
 from churn_spark.reference import build_reference
@@ -49,7 +49,7 @@ def assert_same(spark_pdf, ref_pdf):
     assert list(spark_pdf["split"]) == list(ref_pdf["split"])
     np.testing.assert_array_equal(spark_pdf["label"].to_numpy(float), ref_pdf["label"].to_numpy(float))
     np.testing.assert_allclose(np.stack(spark_pdf["sequence"]), np.stack(ref_pdf["sequence"]), rtol=1e-9, atol=1e-9)
-    for c in NUMERIC_STATIC:
+    for c in FEATURE_STATIC:
         np.testing.assert_allclose(spark_pdf[c].to_numpy(float), ref_pdf[c].to_numpy(float), rtol=1e-9, err_msg=c)
     for c in ("country", "channel"):
         assert list(spark_pdf[c]) == list(ref_pdf[c])
@@ -74,6 +74,9 @@ def hand_made():
             ("horizon", at(-1), 9.0, 1.0, "completed"),
             ("horizon", _ts(S) + pd.Timedelta(days=H), 9.0, 1.0, "completed"),  # at S + H: outside the label window
             ("gap", at(-40), 12.0, 1.0, "completed"),  # empty recent buckets
+            *[("rhythm", at(-k), 5.0, 1.0, "completed") for k in (100, 70, 50, 10)],  # gaps 30, 20, 40
+            ("rhythm", at(-70, 15), 7.0, 1.0, "completed"),  # a second order on a purchase day: same day
+            ("rhythm", at(-5), 5.0, 1.0, "refunded"),  # a return: not a purchase day
         ],
         columns=["user_id", "ts", "amount", "n_items", "status"],
     )
@@ -110,6 +113,8 @@ def test_hand_made_edge_cases_match_reference(spark):
     assert row.lifetime_orders == 3.0  # incl. the order before the window, excl. the refund and the one at S
     h = got[(got.user_id == "horizon") & (got.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
     assert h.label == 1.0  # an order exactly at S + H is outside the label window
+    r = got[(got.user_id == "rhythm") & (got.snapshot_date == dt.date(2026, 5, 2))].iloc[0]
+    assert (r.purchase_days, r.gap_mean_days, r.overdue_ratio) == (4.0, 30.0, 10 / 30)  # history beyond the window
     assert "browser" not in set(got.user_id)
 
 

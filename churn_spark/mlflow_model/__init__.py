@@ -34,13 +34,13 @@ def _python_model_class():
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             import numpy as np
 
-            from churn_spark.predict import raw_probability
+            from churn_spark.predict import probabilities
 
             b = self.bundle
             rows = model_input.copy()
             rows["sequence"] = [np.asarray(s, dtype=np.float64) for s in rows["sequence"]]
-            raw = raw_probability(b, b.stats.inputs(rows))
-            return pd.DataFrame({"churn_probability": np.clip(b.calibrator(raw), 0.0, 1.0), "raw_score": raw})
+            raw, p = probabilities(b, rows, b.stats.inputs(rows))
+            return pd.DataFrame({"churn_probability": p, "raw_score": raw})
 
     return ChurnModel
 

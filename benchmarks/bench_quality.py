@@ -1,0 +1,104 @@
+"""Model quality against logistic regression on RFM, on the sparse profile and the demo lake, in one run.
+
+    .venv/bin/python benchmarks/bench_quality.py [--sparse-users 20000] [--demo-users 6000] [--before REV]
+
+For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), then one ``churn-spark weekly`` process
+with the local profile (plus ``conf/sparse.yaml`` for the sparse lake); the test-snapshot metrics of the shipped
+model, of the network alone and of ``lr_rfm`` come from that run's ``metrics.json`` (all on the same test rows, never
+used for fitting or choosing). ``--before REV`` also runs the same commands with the code of git revision REV (a
+temporary worktree) on the same lakes, for the wall-time ratio and the before/after metrics. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, RUN
+
+CONF = REPO / "conf"
+METRICS = ("roc_auc", "log_loss", "pr_auc")
+
+
+def _cli(code: Path, job: str, configs: list, sets: list, extra: list = ()) -> float:
+    cmd = [sys.executable, "-m", "churn_spark.cli", job, *[x for c in configs for x in ("--config", str(c))]]
+    cmd += [x for s in ["spark.log_level=ERROR", *sets] for x in ("--set", s)] + list(extra)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(code)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{job} failed (rc {done.returncode}) with code {code}:\n{done.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def lake(name: str, profile: str, users: int) -> Path:
+    """The generated lake (cached): work/bench/quality-<name>/lake."""
+    root = REPO / "work" / "bench" / f"quality-{name}-u{users}"
+    if not (root / "lake" / "orders" / "_delta_log").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        _cli(REPO, "generate-lake", [CONF / "local.yaml"], [f"work_dir={root}"],
+             ["--profile", profile, "--users", str(users), "--end-date", RUN.isoformat()])  # fmt: skip
+    return root / "lake"
+
+
+def weekly(code: Path, lake_dir: Path, configs: list) -> dict:
+    """One weekly run on a copy of the lake; its wall time and the test metrics of metrics.json."""
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    try:
+        shutil.copytree(lake_dir, work / "lake")
+        seconds = _cli(code, "weekly", configs, [f"work_dir={work}"], ["--run-date", RUN.isoformat()])
+        m = json.loads((work / "runs" / RUN.isoformat() / "metrics.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    models = m["models"]
+    shipped = m.get("shipped_model", "deep")
+    out = {"wall_s": round(seconds, 1), "shipped_model": shipped}
+    for name in dict.fromkeys([shipped, "deep", "lr_rfm", "gbt"]):
+        out[name] = {k: round(models[name][k], 4) for k in METRICS if k in models[name]}
+    gain = models[shipped]
+    out["shipped_minus_lr_rfm"] = {
+        "roc_auc": round(gain["roc_auc"] - models["lr_rfm"]["roc_auc"], 4),
+        "roc_auc_95ci": [gain.get("roc_auc_gain_vs_lr_rfm_lo"), gain.get("roc_auc_gain_vs_lr_rfm_hi")],
+        "log_loss": round(gain["log_loss"] - models["lr_rfm"]["log_loss"], 4),
+    }
+    out["model_selection"] = m.get("model_selection")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sparse-users", type=int, default=20000)
+    ap.add_argument("--demo-users", type=int, default=6000)
+    ap.add_argument("--before", help="git revision to compare with (run from a temporary worktree)")
+    a = ap.parse_args()
+    cases = {
+        "sparse": (lake("sparse", "sparse", a.sparse_users), [CONF / "local.yaml", CONF / "sparse.yaml"]),
+        "demo": (lake("demo", "demo", a.demo_users), [CONF / "local.yaml"]),
+    }
+    result = {"run_date": RUN.isoformat(), "users": {"sparse": a.sparse_users, "demo": a.demo_users}}
+    before = None
+    if a.before:
+        before = Path(tempfile.mkdtemp(prefix="bench-before-")) / "code"
+        subprocess.run(["git", "worktree", "add", "--detach", str(before), a.before], cwd=REPO, check=True)
+    try:
+        for name, (lake_dir, configs) in cases.items():
+            result[name] = {"now": weekly(REPO, lake_dir, configs)}
+            if before is not None:
+                result[name]["before"] = weekly(before, lake_dir, configs)
+                result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
+            print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
+    finally:
+        if before is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=REPO)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

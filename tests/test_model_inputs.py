@@ -1,0 +1,88 @@
+"""Static model inputs: rhythm columns, BG/NBD inputs from a feature row, and bundles written before them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_spark.btyd import BGNBDParams, expected_purchases, prob_alive
+from churn_spark.btyd_inputs import BTYD_INPUTS, btyd_values, rfm_columns
+from churn_spark.feature_spec import FEATURE_STATIC, NUMERIC_STATIC
+from churn_spark.preprocess import FeatureStats
+
+PARAMS = {"r": 0.3, "alpha": 40.0, "a": 0.7, "b": 2.0}  # days
+
+
+def _row(**kw):
+    base = {c: 0.0 for c in FEATURE_STATIC}
+    base.update(country="DE", channel="web", sequence=[0.0] * 2)
+    base.update(kw)
+    return base
+
+
+def _stats(**kw):
+    numeric = kw.pop("numeric_inputs", FEATURE_STATIC + BTYD_INPUTS)
+    return FeatureStats(
+        channels=["orders"],
+        n_buckets=2,
+        seq_mean=[0.0],
+        seq_std=[1.0],
+        static_mean=[0.0] * len(numeric),
+        static_std=[1.0] * len(numeric),
+        vocab={"country": ["DE"], "channel": ["web"]},
+        numeric_inputs=numeric,
+        **kw,
+    )
+
+
+def test_rfm_of_a_feature_row():
+    """4 purchase days, the first 100 and the last 10 days before S: 3 repeats, t_x = 90, T = 100."""
+    x, t_x, T = rfm_columns([4.0], [100.0], [10.0])
+    assert (x[0], t_x[0], T[0]) == (3.0, 90.0, 100.0)
+
+
+def test_btyd_inputs_follow_the_fitted_model_and_the_horizon():
+    p = BGNBDParams(**PARAMS)
+    got = btyd_values(PARAMS, 90, [3.0, 0.0], [90.0, 0.0], [100.0, 30.0])
+    np.testing.assert_allclose(got[:, 0], prob_alive(p, [3.0, 0.0], [90.0, 0.0], [100.0, 30.0]))
+    np.testing.assert_allclose(got[:, 1], expected_purchases(p, 90, [3.0, 0.0], [90.0, 0.0], [100.0, 30.0]))
+    assert got[1, 0] == 1.0  # no repeat yet: alive by the model's assumption
+    # a long silence after a fast rhythm lowers P(alive); a longer horizon raises the expected purchases
+    silent = btyd_values(PARAMS, 90, [3.0], [10.0], [100.0])
+    assert silent[0, 0] < got[0, 0]
+    assert btyd_values(PARAMS, 180, [3.0], [90.0], [100.0])[0, 1] > got[0, 1]
+
+
+def test_without_a_fit_the_btyd_inputs_are_fixed():
+    np.testing.assert_array_equal(btyd_values(None, 90, [0.0, 5.0], [0.0, 3.0], [5.0, 9.0]), [[1, 0], [1, 0]])
+
+
+def test_static_tensor_carries_rhythm_and_btyd_inputs():
+    stats = _stats(btyd_fit={"params": PARAMS}, horizon_days=90)
+    pdf = pd.DataFrame([_row(purchase_days=4.0, days_since_first_purchase=100.0, days_since_last_order=10.0)])
+    raw = stats.numeric_values(pdf)
+    assert raw.shape == (1, len(FEATURE_STATIC) + 2)
+    expected = btyd_values(PARAMS, 90, [3.0], [90.0], [100.0])[0]
+    np.testing.assert_allclose(raw[0, -2:], expected)
+    assert stats.static_tensor(pdf).shape == (1, stats.n_static)
+    assert stats.static_names[: len(NUMERIC_STATIC)] == NUMERIC_STATIC  # reasons index the RFM statics first
+
+
+def test_stats_written_before_the_rhythm_features_keep_their_six_inputs():
+    stats = _stats(numeric_inputs=list(NUMERIC_STATIC))
+    old = json.loads(stats.to_json())
+    for key in ("numeric_inputs", "btyd_fit", "horizon_days"):
+        old.pop(key)
+    restored = FeatureStats.from_json(json.dumps(old))
+    assert restored.numeric_inputs == NUMERIC_STATIC
+    pdf = pd.DataFrame([{c: 1.0 for c in NUMERIC_STATIC} | {"country": "DE", "channel": "web"}])
+    assert restored.static_tensor(pdf).shape == (1, len(NUMERIC_STATIC) + 4)
+
+
+@pytest.mark.parametrize("missing", ["purchase_days", "days_since_first_purchase"])
+def test_a_row_without_rhythm_columns_is_refused(missing):
+    stats = _stats(btyd_fit={"params": PARAMS}, horizon_days=90)
+    pdf = pd.DataFrame([_row()]).drop(columns=[missing])
+    with pytest.raises(KeyError):
+        stats.numeric_values(pdf)
