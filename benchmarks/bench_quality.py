@@ -6,7 +6,8 @@ For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), th
 with the local profile (plus ``conf/sparse.yaml`` for the sparse lake); the test-snapshot metrics of the shipped
 model, of the network alone and of ``lr_rfm`` come from that run's ``metrics.json`` (all on the same test rows, never
 used for fitting or choosing). ``--before REV`` also runs the same commands with the code of git revision REV (a
-temporary worktree) on the same lakes, for the wall-time ratio and the before/after metrics. Prints one JSON document.
+temporary worktree) on the same lakes, for the wall-time ratio and the before/after metrics; ``--now REV`` measures a
+revision instead of the working tree. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -72,31 +73,38 @@ def weekly(code: Path, lake_dir: Path, configs: list) -> dict:
     return out
 
 
+def _worktree(rev: str) -> Path:
+    """A temporary checkout of ``rev``: the measured code cannot change while the runs go on."""
+    tree = Path(tempfile.mkdtemp(prefix="bench-code-")) / "code"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True)
+    return tree
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sparse-users", type=int, default=20000)
     ap.add_argument("--demo-users", type=int, default=6000)
     ap.add_argument("--before", help="git revision to compare with (run from a temporary worktree)")
+    ap.add_argument("--now", help="git revision to measure instead of the working tree (a temporary worktree)")
     a = ap.parse_args()
     cases = {
         "sparse": (lake("sparse", "sparse", a.sparse_users), [CONF / "local.yaml", CONF / "sparse.yaml"]),
         "demo": (lake("demo", "demo", a.demo_users), [CONF / "local.yaml"]),
     }
     result = {"run_date": RUN.isoformat(), "users": {"sparse": a.sparse_users, "demo": a.demo_users}}
-    before = None
-    if a.before:
-        before = Path(tempfile.mkdtemp(prefix="bench-before-")) / "code"
-        subprocess.run(["git", "worktree", "add", "--detach", str(before), a.before], cwd=REPO, check=True)
+    trees = {label: _worktree(rev) for label, rev in (("now", a.now), ("before", a.before)) if rev}
+    now, before = trees.get("now", REPO), trees.get("before")
+    result["code"] = {"now": a.now or "working tree", "before": a.before}
     try:
         for name, (lake_dir, configs) in cases.items():
-            result[name] = {"now": weekly(REPO, lake_dir, configs)}
+            result[name] = {"now": weekly(now, lake_dir, configs)}
             if before is not None:
                 result[name]["before"] = weekly(before, lake_dir, configs)
                 result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
             print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     finally:
-        if before is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=REPO)
+        for tree in trees.values():
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
     print(json.dumps(result, indent=1))
 
 

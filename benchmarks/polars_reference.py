@@ -222,23 +222,33 @@ def build_features(tables: dict, contract: dict) -> pl.DataFrame:
     Same definitions as ``sequences.build_features``, another plan: Spark copies every day of activity once per
     snapshot and groups; here each user's days become running totals once (rows sorted by day), and every quantity
     is a difference of two totals found with an as-of join: bucket t of S = totals before S-(T-1-t)*B minus totals
-    before S-(T-t)*B, lifetime = totals before S, the label window = totals before S+H minus before S. Counts stay
-    exact; sums of amounts differ from Spark's by rounding only (~1e-11 on the demo lake).
+    before S-(T-t)*B, lifetime = totals before S, the label window = totals before S+H minus before S; the long
+    sequence likewise with its own buckets. The purchase rhythm comes from running totals too: gaps between
+    consecutive purchase days telescope (their sum is last - first purchase day) and the running sum of squared
+    gaps gives the population variance exactly, in integers. Counts stay exact; sums of amounts differ from
+    Spark's by rounding only (~1e-11 on the demo lake).
     """
     T, B, H, L = contract["n_buckets"], contract["bucket_days"], contract["horizon_days"], contract["lookback_days"]
     channels, as_of = contract["channels"], _day_number(contract["run_date"])
     daily = daily_activity(tables, contract).with_columns(pl.col("user_id").to_physical().alias("uid")).collect()
-    purchase_day = pl.when(pl.col("orders") > 0).then(pl.col("day"))
+    bought = pl.col("orders") > 0
+    purchase_day = pl.when(bought).then(pl.col("day"))
+    gap = pl.col("day").cast(pl.Int64) - purchase_day.forward_fill().shift(1)  # to the previous purchase day
     cum = daily.sort("day").select(  # window functions keep row order: running totals go by day within a user
         "uid",
         "day",
         *[pl.col(c).cum_sum().over("uid").alias(c) for c in RUNNING],
         purchase_day.forward_fill().over("uid").alias("_last_purchase"),
         pl.col("day").alias("_last_active"),
+        bought.cast(pl.Int64).cum_sum().over("uid").alias("_pdays"),  # daily rows are distinct days
+        pl.when(bought).then(gap * gap).otherwise(0).fill_null(0).cum_sum().over("uid").alias("_gap_sq"),
     )
-    buyers = daily.filter(pl.col("orders") > 0)
+    buyers = daily.filter(bought)
     names = buyers.select("uid", pl.col("user_id").cast(pl.String)).unique("uid")
-    first_order = daily.filter(pl.col("any_order") > 0).group_by("uid").agg(pl.col("day").min().alias("_first"))
+    first_order = daily.group_by("uid").agg(
+        pl.col("day").filter(pl.col("any_order") > 0).min().alias("_first"),
+        pl.col("day").filter(bought).min().alias("_first_purchase"),  # before every S the user is eligible at
+    )
     snaps = pl.DataFrame(
         {"S": [_day_number(s) for s in contract["snapshots"]], "split": list(contract["snapshots"].values())},
         schema={"S": pl.Int32, "split": pl.String},
@@ -247,8 +257,9 @@ def build_features(tables: dict, contract: dict) -> pl.DataFrame:
     keys = ["uid", "S"]
     pairs = buyers.select("uid").unique().join(snaps.select("S"), how="cross")
     pairs = pairs.with_columns((pl.col("S") - L).alias("_lb"), (pl.col("S") + H).alias("_h"))
-    at_lb = _totals_before(cum, pairs, "_lb").select(*keys, pl.col("orders").alias("_orders_lb"))
-    at_h = _totals_before(cum, pairs, "_h").select(
+    running = cum.select("uid", "day", *RUNNING)  # what the differences of totals need
+    at_lb = _totals_before(running, pairs, "_lb").select(*keys, pl.col("orders").alias("_orders_lb"))
+    at_h = _totals_before(running, pairs, "_h").select(
         *keys, pl.col("orders").alias("_orders_h"), pl.col("active_days").alias("_active_h")
     )
     stats = (
@@ -258,26 +269,14 @@ def build_features(tables: dict, contract: dict) -> pl.DataFrame:
         .join(at_h, on=keys)
         .sort(keys)
     )
-    # bucket boundaries j = 0..T (totals before S - (T - j) * B); bucket t = boundary t+1 minus boundary t
-    js = pl.DataFrame({"j": list(range(T + 1))}, schema={"j": pl.Int32})
-    bounds = stats.select(keys).join(js, how="cross").with_columns((pl.col("S") - (T - pl.col("j")) * B).alias("_x"))
-    per_bucket = (
-        _totals_before(cum, bounds, "_x")
-        .sort(*keys, "j")  # T + 1 rows per pair: diff() within the pair, the first row of each pair is dropped
-        .with_columns([pl.col(c).diff() for c in RUNNING])
-        .filter(pl.col("j") > 0)
-    )
-    if "rating_mean" in channels:
-        mean = pl.when(pl.col("reviews") > 0).then(pl.col("rating_sum") / pl.col("reviews")).otherwise(0.0)
-        per_bucket = per_bucket.with_columns(mean.alias("rating_mean"))
-    # rows are (pair, bucket) in order, channels in contract order: one reshape gives the time-major sequences
-    flat = per_bucket.select(pl.concat_arr([pl.col(c).cast(pl.Float64) for c in channels])).to_series().arr.explode()
-    sequence = flat.reshape((-1, T * len(channels))).cast(pl.List(pl.Float64)).alias("sequence")
+    sequence = _sequence(running, stats.select(keys), T, B, channels).alias("sequence")
+    LN, LB = contract.get("long_buckets", 0), contract.get("long_bucket_days", 0)  # 0: no long sequence
+    long_sequence = _sequence(running, stats.select(keys), LN, LB, channels).alias("long_sequence")
     future = pl.col("_orders_h") - pl.col("orders")
     if contract["churn_definition"] == "no_activity":
         future = pl.col("_active_h") - pl.col("active_days")
     feats = (
-        stats.with_columns(sequence)  # same (uid, S) order as per_bucket
+        stats.with_columns(sequence, long_sequence)  # same (uid, S) order as the buckets
         .join(first_order, on="uid")
         .join(names, on="uid")
         .join(snaps, on="S")
@@ -289,6 +288,7 @@ def build_features(tables: dict, contract: dict) -> pl.DataFrame:
             pl.col("spend").alias("lifetime_spend"),
             (pl.col("spend") / pl.col("orders")).alias("mean_order_value"),  # eligible: orders >= 1
         )
+        .with_columns(_rhythm())
     )
     tenure_orders = (pl.col("S") - pl.col("_first")).cast(pl.Float64)
     if "users" in tables:
@@ -306,9 +306,48 @@ def build_features(tables: dict, contract: dict) -> pl.DataFrame:
         )
     snapshot_date = pl.col("S").cast(pl.Date).alias("snapshot_date")  # Date = days since 1970-01-01
     statics = [*contract["numeric_static"], *contract["categorical_static"]]
-    return feats.select("user_id", snapshot_date, "split", "label", "sequence", *statics).sort(
+    return feats.select("user_id", snapshot_date, "split", "label", "sequence", "long_sequence", *statics).sort(
         "snapshot_date", "user_id"
     )
+
+
+def _sequence(running: pl.DataFrame, pairs: pl.DataFrame, n: int, days: int, channels: list) -> pl.Series:
+    """Flat time-major sequences of ``n`` buckets of ``days`` days, one per (uid, S) row of ``pairs`` (sorted), from
+    the running totals: bucket t = totals before boundary t+1 minus before boundary t. Empty lists when n is 0."""
+    if n == 0:
+        return pl.select(pl.repeat(pl.lit([], dtype=pl.List(pl.Float64)), pairs.height)).to_series()
+    # bucket boundaries j = 0..n (totals before S - (n - j) * days)
+    js = pl.DataFrame({"j": list(range(n + 1))}, schema={"j": pl.Int32})
+    bounds = pairs.join(js, how="cross").with_columns((pl.col("S") - (n - pl.col("j")) * days).alias("_x"))
+    per_bucket = (
+        _totals_before(running, bounds, "_x")
+        .sort("uid", "S", "j")  # n + 1 rows per pair: diff() within the pair, the first row of each pair is dropped
+        .with_columns([pl.col(c).diff() for c in RUNNING])
+        .filter(pl.col("j") > 0)
+    )
+    if "rating_mean" in channels:
+        mean = pl.when(pl.col("reviews") > 0).then(pl.col("rating_sum") / pl.col("reviews")).otherwise(0.0)
+        per_bucket = per_bucket.with_columns(mean.alias("rating_mean"))
+    # rows are (pair, bucket) in order, channels in contract order: one reshape gives the time-major sequences
+    flat = per_bucket.select(pl.concat_arr([pl.col(c).cast(pl.Float64) for c in channels])).to_series().arr.explode()
+    return flat.reshape((-1, n * len(channels))).cast(pl.List(pl.Float64))
+
+
+def _rhythm() -> list[pl.Expr]:
+    """RHYTHM_STATIC from the totals before S: m = purchase days - 1 gaps summing to last - first purchase day,
+    population variance (m * sum of squared gaps - sum^2) / m^2, exact in integers before the one division."""
+    n = pl.col("_pdays")
+    m = n - 1
+    total = (pl.col("_last_purchase") - pl.col("_first_purchase")).cast(pl.Int64)
+    mean = total / m
+    variance = (m * pl.col("_gap_sq") - total * total) / (m * m)
+    return [
+        n.cast(pl.Float64).alias("purchase_days"),
+        (pl.col("S") - pl.col("_first_purchase")).cast(pl.Float64).alias("days_since_first_purchase"),
+        pl.when(n >= 2).then(mean).otherwise(0.0).alias("gap_mean_days"),
+        pl.when(n >= 3).then(variance.sqrt()).otherwise(0.0).alias("gap_std_days"),
+        pl.when(n >= 2).then((pl.col("S") - pl.col("_last_purchase")) / mean).otherwise(0.0).alias("overdue_ratio"),
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -339,7 +378,8 @@ def compare(contract: dict, spark_path: str, polars_path: str, tol: float = 1e-9
     """Row-by-row equality of the plan's snapshots: keys, strings and label exactly, floats within ``tol``
     (relative to max(1, |spark value|): summation order differs between the engines)."""
     dates = [dt.date.fromisoformat(s) for s in contract["snapshots"]]
-    cols = ["user_id", "snapshot_date", "split", "label", "sequence", *contract["numeric_static"]]
+    sequences = ["sequence", "long_sequence"]
+    cols = ["user_id", "snapshot_date", "split", "label", *sequences, *contract["numeric_static"]]
     cols += contract["categorical_static"]
     sp = pl.scan_delta(spark_path).filter(pl.col("snapshot_date").is_in(dates)).select(cols).collect()
     po = pl.scan_delta(polars_path).select(cols).collect()
@@ -351,12 +391,14 @@ def compare(contract: dict, spark_path: str, polars_path: str, tol: float = 1e-9
     exact = ["split", *contract["categorical_static"]]
     bad = {c: both.filter(pl.col(c) != pl.col(f"{c}_p")).height for c in exact}
     bad["label"] = both.filter(~pl.col("label").eq_missing(pl.col("label_p"))).height
-    bad["sequence_length"] = both.filter(pl.col("sequence").list.len() != pl.col("sequence_p").list.len()).height
+    for c in sequences:
+        bad[f"{c}_length"] = both.filter(pl.col(c).list.len() != pl.col(f"{c}_p").list.len()).height
     max_abs, worst = {}, 0.0
-    for c in ["sequence", *contract["numeric_static"]]:
+    for c in [*sequences, *contract["numeric_static"]]:
         pair = both.select(pl.col(c).alias("a"), pl.col(f"{c}_p").alias("b"))
-        if c == "sequence":
-            pair = pair.filter(pl.col("a").list.len() == pl.col("b").list.len()).explode("a", "b")
+        if c in sequences:  # element by element where the lengths agree (empty lists have no elements)
+            same = (pl.col("a").list.len() == pl.col("b").list.len()) & (pl.col("a").list.len() > 0)
+            pair = pair.filter(same).explode("a", "b")
         diff = (pair["a"] - pair["b"]).abs()
         scaled = diff / pl.Series(pair["a"].abs()).clip(lower_bound=1.0)
         bad[c] = int(((scaled > tol) | (pair["a"].is_null() != pair["b"].is_null())).sum())

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_sequences.py", "bench_scoring.py", "bench_ranks.py", "bench_polars.py", "bench_object_storage.py"]
+BENCHES = [
+    "bench_sequences.py",
+    "bench_scoring.py",
+    "bench_ranks.py",
+    "bench_polars.py",
+    "bench_object_storage.py",
+    "bench_quality.py",
+]
 
 if __name__ == "__main__":
     results = {}

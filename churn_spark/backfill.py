@@ -87,18 +87,8 @@ def build_missing_features(spark: SparkSession, cfg: Config, dates: List[dt.date
 
     res = lake.ingest(spark, cfg, f"backfill-{clock.isoformat()}", clock)
     try:
-        feats = sequences.build_features(
-            spark,
-            res.tables,
-            {d: "backfill" for d in dates},
-            n_buckets=cfg.sequence.n_buckets,
-            bucket_days=cfg.sequence.bucket_days,
-            lookback_days=cfg.lookback_days,
-            horizon_days=cfg.snapshots.horizon_days,
-            as_of=min(dates),  # S + H > as_of for every S: no labels
-            churn_definition=cfg.snapshots.churn_definition,
-            return_statuses=cfg.validation.return_statuses,
-        )
+        # as of the earliest date, S + H > as_of for every S: no labels
+        feats = sequences.build_from_config(spark, cfg, res.tables, min(dates), {d: "backfill" for d in dates})
         return sequences.write_features(feats, cfg.features_path, dates, res.lineage, cfg.feature_contract)
     finally:
         res.release()

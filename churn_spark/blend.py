@@ -121,7 +121,8 @@ def choose_blend(
     """Decide on validation whether the blend beats the calibrated network: (chosen, evidence, fitted stack).
 
     Both candidates are cross-fitted on the same stratified folds; the blend is chosen only when its cross-fitted
-    log loss is strictly lower. The returned stack (intercept, weights) is fitted on all validation rows."""
+    log loss is strictly lower and the network's weight in it is positive. The returned stack (intercept, weights)
+    is fitted on all validation rows."""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y, float)
@@ -133,5 +134,8 @@ def choose_blend(
         b, w = _fit_stack(x[fit_idx], y[fit_idx])
         blend_cv[held] = _sigmoid(b + x[held] @ np.asarray(w))
     evidence = {"network_log_loss_cv": log_loss(y, network_cv), "blend_log_loss_cv": log_loss(y, blend_cv)}
-    chosen = evidence["blend_log_loss_cv"] < evidence["network_log_loss_cv"]
-    return bool(chosen), evidence, _fit_stack(x, y)
+    intercept, weights = _fit_stack(x, y)
+    # the network must pull the same way in the blend: its reason codes (attributions of the network) then still
+    # name facts that raised the shipped score, and the network stays the core of the shipped model
+    chosen = evidence["blend_log_loss_cv"] < evidence["network_log_loss_cv"] and weights[0] > 0
+    return bool(chosen), evidence, (intercept, weights)

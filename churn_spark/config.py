@@ -77,6 +77,9 @@ class SequenceConf(_Strict):
     eligibility_lookback_days: Optional[int] = Field(None, ge=1)  # default: n_buckets * bucket_days
     # "recent" for reason codes and the baselines' recent aggregates (one definition): the last recent_days // B buckets
     recent_days: int = Field(28, ge=1)
+    # the long, coarse view of the same history (multi-resolution): long_buckets x long_bucket_days; 0 turns it off
+    long_buckets: int = Field(24, ge=0, le=520)
+    long_bucket_days: int = Field(30, ge=1, le=366)
 
 
 class SnapshotConf(_Strict):
@@ -327,7 +330,10 @@ class Config(_Strict):
     def feature_contract(self) -> dict:
         from .feature_spec import channels_for, feature_contract
 
-        return feature_contract(channels_for(list(self.sources)), self.sequence.n_buckets, self.sequence.bucket_days)
+        q = self.sequence
+        return feature_contract(
+            channels_for(list(self.sources)), q.n_buckets, q.bucket_days, q.long_buckets, q.long_bucket_days
+        )
 
     @property
     def recent_buckets(self) -> int:

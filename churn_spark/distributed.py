@@ -78,7 +78,7 @@ def batches(
     A random ``other_share`` of rows is shown with the ``other`` category, so that column is trained."""
     import pandas as pd
 
-    cols = ["sequence", LABEL] + _static_columns()
+    cols = ["sequence", LABEL] + _static_columns() + (["long_sequence"] if stats.long_buckets else [])
     rng = np.random.default_rng(seed)
     buf: List = []
     n_buf = 0
@@ -191,8 +191,11 @@ def _rank_main(args: Dict) -> Dict:
 
     def dataset(files: List[str], seed: int, other_share: float = 0.0):
         T, C, S = stats.n_buckets, len(stats.channels), stats.n_static
+        inputs = {"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)}
+        if stats.long_buckets:
+            inputs["long_sequence"] = tf.TensorSpec((batch, stats.long_buckets, C), tf.float32)
         sig = (
-            {"sequence": tf.TensorSpec((batch, T, C), tf.float32), "static": tf.TensorSpec((batch, S), tf.float32)},
+            inputs,
             tf.TensorSpec((batch,), tf.float32),
             tf.TensorSpec((batch,), tf.float32),
         )
@@ -214,7 +217,7 @@ def _train(args: Dict, tf, hvd, stats, dataset, store: CheckpointDir, device: st
     rank, size = hvd.rank(), hvd.size()
     t = args["training"]
     batch, steps = t["batch_size"], args["steps_per_epoch"]
-    model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static)
+    model = model_from_config(t, stats.n_buckets, len(stats.channels), stats.n_static, stats.long_buckets)
     peak = t["learning_rate"] * size  # linear LR scaling by ranks, reached after warm-up
     opt = hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate=peak))
     model.compile(optimizer=opt, loss="binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")])

@@ -13,6 +13,10 @@ For a snapshot date S (midnight UTC) only rows with ``ts < S`` feed features. Da
 of ``ts`` (never the Spark session time zone's day);
 ``k = datediff(S, d)``; rows with ``1 <= k <= T*B`` fall into bucket ``t = T - 1 - (k - 1) // B`` (t = 0 oldest,
 t = T-1 the last B days before S). The sequence is flattened time-major: ``sequence[t * C + c]``.
+``long_sequence`` is the same history at a coarser resolution: the same channels over ``L`` buckets of ``LB`` days
+(``sequence.long_buckets`` x ``sequence.long_bucket_days``, by default two years in months), bucketed by the same
+rule with L and LB in place of T and B — so a customer's tenure and purchase rhythm over years are visible to the
+network next to the fine recent weeks. Empty when ``long_buckets`` is 0.
 
 Channels present depend on the sources configured (a missing source drops its channels):
 
@@ -74,7 +78,9 @@ FEATURE_STATIC = NUMERIC_STATIC + RHYTHM_STATIC  # every numeric static column o
 CATEGORICAL_STATIC = ["country", "channel"]
 
 
-def feature_contract(channels: List[str], n_buckets: int, bucket_days: int) -> Dict:
+def feature_contract(
+    channels: List[str], n_buckets: int, bucket_days: int, long_buckets: int = 0, long_bucket_days: int = 0
+) -> Dict:
     """What a model needs to be applied to a feature row: the layout of ``sequence`` and the static columns.
 
     Recorded in every feature-table commit and in every model bundle; scoring and the gate refuse to apply a model
@@ -84,6 +90,8 @@ def feature_contract(channels: List[str], n_buckets: int, bucket_days: int) -> D
         "channels": list(channels),
         "n_buckets": int(n_buckets),
         "bucket_days": int(bucket_days),
+        "long_buckets": int(long_buckets),
+        "long_bucket_days": int(long_bucket_days) if long_buckets else 0,
         "numeric_static": list(FEATURE_STATIC),
         "categorical_static": list(CATEGORICAL_STATIC),
     }

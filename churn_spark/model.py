@@ -37,6 +37,7 @@ def build_model(
     dense_units: int = 16,
     dropout: float = 0.1,
     seed: int = 7,
+    n_long: int = 0,
 ):
     tf = quiet_tensorflow()
     L = tf.keras.layers
@@ -53,15 +54,22 @@ def build_model(
         rnn_units, kernel_initializer=init, recurrent_initializer=tf.keras.initializers.Orthogonal(seed=seed), name=rnn
     )(x)
     s = L.Dense(dense_units, activation="relu", kernel_initializer=init, name="static_dense")(static_in)
-    h = L.Concatenate(name="join")([x, s])
+    inputs, parts = [seq_in, static_in], [x, s]
+    if n_long:  # the coarse multi-year view (months): a small recurrent layer of its own reads tenure and rhythm
+        long_in = tf.keras.Input((n_long, n_channels), name="long_sequence")
+        ortho = tf.keras.initializers.Orthogonal(seed=seed)
+        long_rnn = rnn_layer(max(rnn_units // 2, 4), kernel_initializer=init, recurrent_initializer=ortho, name="long")
+        inputs.append(long_in)
+        parts.append(long_rnn(long_in))
+    h = L.Concatenate(name="join")(parts)
     h = L.Dense(dense_units, activation="relu", kernel_initializer=init, name="head")(h)
     h = L.Dropout(dropout, seed=seed)(h)
     # float32 output even under a mixed-precision policy: a float16 sigmoid saturates and the loss loses precision
     out = L.Dense(1, activation="sigmoid", kernel_initializer=init, name="churn", dtype="float32")(h)
-    return tf.keras.Model([seq_in, static_in], out, name="churn_cnn_rnn")
+    return tf.keras.Model(inputs, out, name="churn_cnn_rnn")
 
 
-def model_from_config(training_cfg, n_buckets: int, n_channels: int, n_static: int):
+def model_from_config(training_cfg, n_buckets: int, n_channels: int, n_static: int, n_long: int = 0):
     t = training_cfg
     return build_model(
         n_buckets,
@@ -75,4 +83,5 @@ def model_from_config(training_cfg, n_buckets: int, n_channels: int, n_static: i
         dense_units=t["dense_units"],
         dropout=t["dropout"],
         seed=t["seed"],
+        n_long=n_long,
     )

@@ -46,6 +46,10 @@ class FeatureStats:
     numeric_inputs: List[str] = field(default_factory=lambda: list(NUMERIC_STATIC))
     btyd_fit: Optional[Dict] = None  # the BG/NBD fit: rows, repeat share, params (or why it was skipped)
     horizon_days: int = 0  # the horizon of the BG/NBD expected purchases
+    long_buckets: int = 0  # the coarse long_sequence input (0: the model has none)
+    long_bucket_days: int = 0
+    long_mean: List[float] = field(default_factory=list)
+    long_std: List[float] = field(default_factory=list)
 
     @property
     def n_static(self) -> int:
@@ -66,16 +70,19 @@ class FeatureStats:
         return cls(**json.loads(text))
 
     # -- tensors ---------------------------------------------------------------------------------------
-    def sequence_tensor(self, sequences) -> np.ndarray:
-        """Raw flattened sequences (n, T*C) -> standardised log1p tensor (n, T, C) float32."""
-        width = self.n_buckets * len(self.channels)
+    def sequence_tensor(self, sequences, long: bool = False) -> np.ndarray:
+        """Raw flattened sequences (n, T*C) -> standardised log1p tensor (n, T, C) float32 (``long``: the coarse
+        long_sequence, (n, L, C), with its own statistics)."""
+        steps = self.long_buckets if long else self.n_buckets
+        mean, std = (self.long_mean, self.long_std) if long else (self.seq_mean, self.seq_std)
+        width = steps * len(self.channels)
         raw = (
             np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
             if len(sequences)
             else np.zeros((0, width))
         )
-        x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, self.n_buckets, len(self.channels))
-        z = (x - np.asarray(self.seq_mean)) / np.asarray(self.seq_std)
+        x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, steps, len(self.channels))
+        z = (x - np.asarray(mean)) / np.asarray(std)
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def static_tensor(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> np.ndarray:
@@ -104,13 +111,18 @@ class FeatureStats:
         return np.concatenate(parts, axis=1)
 
     def inputs(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-        return {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf, as_other)}
+        out = {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf, as_other)}
+        if self.long_buckets:
+            out["long_sequence"] = self.sequence_tensor(list(pdf["long_sequence"]), long=True)
+        return out
 
     def contract(self) -> Dict:
         """The feature contract this model was trained on (compared with the feature table's before scoring)."""
         from .feature_spec import feature_contract
 
-        return feature_contract(self.channels, self.n_buckets, self.bucket_days)
+        return feature_contract(
+            self.channels, self.n_buckets, self.bucket_days, self.long_buckets, self.long_bucket_days
+        )
 
 
 def compute_stats(
@@ -121,6 +133,8 @@ def compute_stats(
     recent_days: int = 28,
     clip: float = 10.0,
     horizon_days: Optional[int] = None,
+    long_buckets: int = 0,
+    long_bucket_days: int = 0,
 ) -> FeatureStats:
     """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark.
 
@@ -128,13 +142,8 @@ def compute_stats(
     (:mod:`churn_spark.btyd_inputs`); the fit's summary is kept in ``btyd_fit``."""
     from pyspark.sql import functions as F
 
-    C = len(channels)
-    ex = train_df.select(F.posexplode("sequence").alias("pos", "v")).select(
-        (F.col("pos") % C).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v")
-    )
-    rows = {r["c"]: r for r in ex.groupBy("c").agg(F.mean("v").alias("m"), F.stddev_pop("v").alias("s")).collect()}
-    seq_mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(C)]
-    seq_std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(C)]
+    seq_mean, seq_std = _channel_moments(train_df, "sequence", len(channels))
+    long_mean, long_std = _channel_moments(train_df, "long_sequence", len(channels)) if long_buckets else ([], [])
     aggs = []
     for c in FEATURE_STATIC:
         v = F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0)))
@@ -164,8 +173,25 @@ def compute_stats(
         numeric_inputs=numeric,
         btyd_fit=info,
         horizon_days=int(horizon_days or 0),
+        long_buckets=long_buckets,
+        long_bucket_days=long_bucket_days if long_buckets else 0,
+        long_mean=long_mean,
+        long_std=long_std,
         vocab=vocab,
         bucket_days=bucket_days,
         recent_days=recent_days,
         clip=clip,
     )
+
+
+def _channel_moments(train_df, column: str, n_channels: int) -> tuple[List[float], List[float]]:
+    """Per-channel mean and std of log1p over every time step of a flat sequence column (Spark aggregation)."""
+    from pyspark.sql import functions as F
+
+    ex = train_df.select(F.posexplode(column).alias("pos", "v")).select(
+        (F.col("pos") % n_channels).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v")
+    )
+    rows = {r["c"]: r for r in ex.groupBy("c").agg(F.mean("v").alias("m"), F.stddev_pop("v").alias("s")).collect()}
+    mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(n_channels)]
+    std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(n_channels)]
+    return mean, std

@@ -96,7 +96,8 @@ def group_attributions(b, inputs: Dict[str, np.ndarray]) -> np.ndarray:
     st = tf.convert_to_tensor(inputs["static"])
     with tf.GradientTape() as tape:
         tape.watch([seq, st])
-        p = tf.clip_by_value(b.model({"sequence": seq, "static": st}, training=False), PROB_EPS, 1 - PROB_EPS)
+        given = {**{k: tf.convert_to_tensor(v) for k, v in inputs.items()}, "sequence": seq, "static": st}
+        p = tf.clip_by_value(b.model(given, training=False), PROB_EPS, 1 - PROB_EPS)
         logit = tf.math.log(p / (1 - p))
     g_seq, g_st = tape.gradient(logit, [seq, st])
     return group_scores((g_seq * seq).numpy(), (g_st * st).numpy(), b.stats)

@@ -31,7 +31,8 @@ REQUIRED_COLUMNS = {
     "users": ["user_id", "signup_ts", "country", "channel"],
 }
 UNKNOWN = "unknown"
-OUTPUT_COLUMNS = ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
+OUTPUT_COLUMNS = ["user_id", "snapshot_date", "split", "label", "sequence", "long_sequence"]
+OUTPUT_COLUMNS += FEATURE_STATIC + CATEGORICAL_STATIC
 
 
 # --------------------------------------------------------------------------------------------- input cleaning
@@ -101,11 +102,14 @@ def build_reference(
     as_of: dt.date,
     churn_definition: str = "no_order",
     return_statuses: Sequence[str] = RETURN_STATUSES,
+    long_buckets: int = 0,
+    long_bucket_days: int = 30,
 ) -> pd.DataFrame:
     """One row per eligible (user_id, snapshot_date), sorted by snapshot_date then user_id.
 
     Columns: user_id, snapshot_date (datetime.date), split, label (1.0 / 0.0 / NaN when S + H > as_of),
-    sequence (list of n_buckets * len(channels) floats, ``sequence[t * C + c]``), NUMERIC_STATIC (float),
+    sequence (list of n_buckets * len(channels) floats, ``sequence[t * C + c]``), long_sequence (the same with
+    long_buckets x long_bucket_days; empty when long_buckets is 0), FEATURE_STATIC (float),
     CATEGORICAL_STATIC (str, "unknown" when missing). Channels = ``channels_for`` of the sources among
     orders/events/reviews present in ``tables`` (a key mapped to None counts as absent). An order whose status is
     one of ``return_statuses`` (compared trimmed and lower-case, like ingest stores them) is a return.
@@ -294,7 +298,26 @@ def build_reference(
                 }
             )
 
-    result = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    result = pd.DataFrame(rows, columns=[c for c in OUTPUT_COLUMNS if c != "long_sequence"])
+    # the long sequence is, by the contract, the sequence of the same rows at the coarser bucketing
+    coarse = (
+        build_reference(
+            tables,
+            snapshots,
+            n_buckets=long_buckets,
+            bucket_days=long_bucket_days,
+            lookback_days=lookback_days,
+            horizon_days=horizon_days,
+            as_of=as_of,
+            churn_definition=churn_definition,
+            return_statuses=return_statuses,
+        )  # fmt: skip
+        if long_buckets
+        else result.assign(sequence=[[] for _ in range(len(result))])
+    )
+    if list(coarse["user_id"]) != list(result["user_id"]):  # same rows by construction (eligibility ignores buckets)
+        raise AssertionError("coarse and fine reference rows differ")
+    result.insert(5, "long_sequence", list(coarse["sequence"]))
     result["label"] = result["label"].astype("float64")
     for column in FEATURE_STATIC:
         result[column] = result[column].astype("float64")

@@ -96,12 +96,13 @@ def summary(done: List[Trial], chosen: Trial) -> List[dict]:
     ]
 
 
-def log_trials(done: List[Trial], chosen: Trial) -> None:
-    """Every trial as an MLflow child run of the active run (params: the overrides; metrics: validation only)."""
+def log_trials(done: List[Trial], chosen: Trial, experiment_id: str) -> None:
+    """Every trial as an MLflow child run of the active run, in its experiment (params: the overrides; metrics:
+    validation only)."""
     import mlflow
 
     for t in done:
-        with mlflow.start_run(run_name=f"trial-{t.index}", nested=True):
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{t.index}", nested=True):
             mlflow.log_params({"trial": t.index, **{f"training.{k}": v for k, v in t.overrides.items()}})
             if t.quality:
                 mlflow.log_metrics(t.quality)

@@ -105,6 +105,8 @@ def build_features(
     as_of: dt.date,
     churn_definition: str = "no_order",
     return_statuses: Sequence[str] = RETURN_STATUSES,
+    long_buckets: int = 0,
+    long_bucket_days: int = 30,
 ) -> DataFrame:
     """Feature rows for every eligible (user, snapshot) of ``plan``; see ``feature_spec`` for the contract.
 
@@ -119,10 +121,7 @@ def build_features(
     joined = (
         daily_activity(tables, return_statuses)
         .join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
-        .withColumn(
-            "bucket",
-            F.when(k <= 0, F.lit(-2)).when(k <= T * B, T - 1 - F.floor((k - 1) / B)).otherwise(F.lit(-1)).cast("int"),
-        )
+        .withColumn("bucket", _bucket(k, T, B, F.lit(-1)))
     )
     # level 1: (user, snapshot, bucket)
     in_lookback = (k >= 1) & (k <= lookback_days)
@@ -135,12 +134,7 @@ def build_features(
         F.collect_list(F.when(F.col("orders") > 0, day)).alias("purchase_day_list"),  # one row per day: distinct
         F.max(F.when(in_lookback & (F.col("orders") > 0), F.lit(1)).otherwise(F.lit(0))).alias("eligible"),
     )
-    channel_expr = {ch: F.col(ch) for ch in channels}
-    if "rating_mean" in channel_expr:
-        channel_expr["rating_mean"] = F.when(F.col("reviews") > 0, F.col("rating_sum") / F.col("reviews")).otherwise(
-            0.0
-        )
-    vec = F.array(*[channel_expr[ch].cast("double") for ch in channels])
+    vec = _channel_vector(channels)
     past = F.col("bucket") >= -1
     future = F.col("bucket") == -2
     lvl2 = (
@@ -159,8 +153,11 @@ def build_features(
         )
         .where(F.col("_eligible") == 1)
     )
-    zeros = F.array_repeat(F.lit(0.0), len(channels))
-    sequence = F.flatten(F.transform(F.sequence(F.lit(0), F.lit(T - 1)), lambda i: F.coalesce(F.col("_m")[i], zeros)))
+    sequence = _flat_sequence(F.col("_m"), T, len(channels))
+    if long_buckets:
+        lvl2 = lvl2.join(
+            _long_maps(joined, channels, long_buckets, long_bucket_days), ["user_id", "snapshot_date"], "left"
+        )
     churned = (
         (F.coalesce(F.col("_future_orders"), F.lit(0.0)) == 0)
         if churn_definition == "no_order"
@@ -172,6 +169,11 @@ def build_features(
         "split",
         F.when(F.col("labelled"), churned.cast("double")).alias("label"),
         sequence.alias("sequence"),
+        (
+            _flat_sequence(F.col("_long"), long_buckets, len(channels))
+            if long_buckets
+            else F.array().cast("array<double>")
+        ).alias("long_sequence"),
         F.datediff(S, "_first_order").cast("double").alias("_tenure_orders"),
         F.datediff(S, "_last_purchase").cast("double").alias("days_since_last_order"),
         F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
@@ -183,7 +185,44 @@ def build_features(
         F.when(F.col("lifetime_orders") > 0, F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0),
     )
     out = _with_users(_with_rhythm(out), tables.get("users"))
-    return out.select("user_id", "snapshot_date", "split", "label", "sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC)
+    return out.select(
+        "user_id", "snapshot_date", "split", "label", "sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC
+    )
+
+
+def _bucket(k, n_buckets: int, bucket_days: int, older):
+    """Bucket of a day ``k`` days before S: 0 (oldest) .. n-1 within the window, -2 at or after S, else ``older``."""
+    inside = n_buckets - 1 - F.floor((k - 1) / bucket_days)
+    return F.when(k <= 0, F.lit(-2)).when(k <= n_buckets * bucket_days, inside).otherwise(older).cast("int")
+
+
+def _channel_vector(channels: List[str]):
+    """The channel values of one aggregated bucket row, in contract order."""
+    expr = {ch: F.col(ch) for ch in channels}
+    if "rating_mean" in expr:
+        expr["rating_mean"] = F.when(F.col("reviews") > 0, F.col("rating_sum") / F.col("reviews")).otherwise(0.0)
+    return F.array(*[expr[ch].cast("double") for ch in channels])
+
+
+def _flat_sequence(bucket_map, n_buckets: int, n_channels: int):
+    """{bucket: channel vector} -> the flat time-major sequence, zeros for buckets without activity."""
+    zeros = F.array_repeat(F.lit(0.0), n_channels)
+    return F.flatten(
+        F.transform(F.sequence(F.lit(0), F.lit(n_buckets - 1)), lambda i: F.coalesce(bucket_map[i], zeros))
+    )
+
+
+def _long_maps(joined: DataFrame, channels: List[str], n_buckets: int, bucket_days: int) -> DataFrame:
+    """(user_id, snapshot_date, _long): the coarse buckets of the long sequence, from the same daily rows (kept
+    partitioned by user_id, so neither the aggregation nor the join back needs another shuffle)."""
+    k = F.datediff(F.col("snapshot_date"), F.col("day"))
+    daily = joined.withColumn("_lb", _bucket(k, n_buckets, bucket_days, F.lit(None))).where(F.col("_lb") >= 0)
+    per_bucket = daily.groupBy("user_id", "snapshot_date", "_lb").agg(
+        *[F.sum(c).alias(c) for c in _DAILY_SUMS], F.count("*").alias("active_days")
+    )
+    return per_bucket.groupBy("user_id", "snapshot_date").agg(
+        F.map_from_entries(F.collect_list(F.struct("_lb", _channel_vector(channels)))).alias("_long")
+    )
 
 
 def _with_rhythm(features: DataFrame) -> DataFrame:
@@ -250,6 +289,8 @@ def build_from_config(
         as_of=run_date,
         churn_definition=cfg.snapshots.churn_definition,
         return_statuses=cfg.validation.return_statuses,
+        long_buckets=cfg.sequence.long_buckets,
+        long_bucket_days=cfg.sequence.long_bucket_days,
     )
 
 

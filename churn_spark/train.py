@@ -128,7 +128,7 @@ def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: in
 def export_split(df: DataFrame, path: str, n_files: int) -> List[str]:
     """Write a split as Parquet for the ranks; returns its files as absolute paths or URIs (ranks share no cwd and,
     on an object store, no mount: they read them through :mod:`churn_spark.storage`)."""
-    cols = ["user_id", "label", "sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
+    cols = ["user_id", "label", "sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
     df.select(*cols).repartition(n_files).write.mode("overwrite").parquet(path)
     return storage.ls(storage.absolute(path), "part-*.parquet")
 
@@ -215,6 +215,8 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             cfg.sequence.recent_days,
             t.input_clip,
             horizon_days=cfg.snapshots.horizon_days if t.btyd_inputs else None,
+            long_buckets=cfg.sequence.long_buckets,
+            long_bucket_days=cfg.sequence.long_bucket_days,
         )
         info.update(btyd=stats.btyd_fit)
         pos_rate = counts["train"]["positives"] / counts["train"]["users"]
@@ -348,7 +350,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
                 mlflow.log_metric("val_loss", loss, step=i)
             mlflow.set_tag("features_table", storage.absolute(cfg.features_path))
             if t.search:
-                search.log_trials(done, chosen)
+                search.log_trials(done, chosen, exp)
             pyfunc_dir = save_pyfunc(  # a real MLflow Model, no pickle (built from a verified local copy)
                 local_copy(model_dir), str(Path(storage.scratch_dir(cfg.work_dir, "tmp", "pyfunc"), key))
             )

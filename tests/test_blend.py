@@ -37,6 +37,17 @@ def test_blend_is_chosen_when_the_baseline_carries_other_signal():
     assert weights[0] > 0 and weights[1] > 0  # both inputs raise the churn probability
 
 
+def test_blend_is_not_chosen_when_it_would_turn_the_network_around():
+    """A blend that wins only by inverting the network would make the network's reason codes false: refused."""
+    _, a, b, y, _ = _signals(3)
+    inverted = 1 / (1 + np.exp(1.2 * a))
+    chosen, evidence, (_, weights) = choose_blend(
+        inverted, 1 / (1 + np.exp(-b)), y, calibration="isotonic", folds=5, seed=0
+    )
+    assert weights[0] < 0 and evidence["blend_log_loss_cv"] < evidence["network_log_loss_cv"]
+    assert not chosen
+
+
 def _rows(n, seed=0):
     rng = np.random.default_rng(seed)
     channels = channels_for(["orders"])

@@ -52,6 +52,35 @@ def test_wrong_type_names_key_and_file(tmp_path):
     assert "sequence.n_buckets" in str(e.value) and str(f) in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "trial, named",
+    [("{num_proc: 4}", "search[0].num_proc cannot be searched"), ("{dropout: 1.5}", "dropout")],
+)
+def test_a_search_trial_that_cannot_run_names_the_key_and_file(tmp_path, trial, named):
+    """A trial may only change the network's settings, and each trial must be a valid training config itself."""
+    from churn_spark.search import trials
+
+    f = tmp_path / "search.yaml"
+    f.write_text(f"training:\n  search:\n    - {trial}\n")
+    try:
+        cfg = load_config([str(f)])
+    except ConfigError as e:  # refused at load time, naming the file
+        assert "training.search" in str(e) and named in str(e) and str(f) in str(e)
+        return
+    with pytest.raises(ValueError, match=named):  # or when the trial is built, before any training
+        trials(cfg.training)
+
+
+def test_search_trials_start_with_the_configured_settings():
+    from churn_spark.search import trials
+
+    cfg = load_config(None, ["training.search=[{rnn_units: 8}, {class_weight: false, learning_rate: 0.01}]"])
+    got = trials(cfg.training)
+    assert [t.overrides for t in got] == [{}, {"rnn_units": 8}, {"class_weight": False, "learning_rate": 0.01}]
+    assert got[0].settings.rnn_units == cfg.training.rnn_units and got[1].settings.rnn_units == 8
+    assert not got[2].settings.class_weight and got[2].settings.rnn_units == cfg.training.rnn_units
+
+
 def test_wrong_type_from_set_names_the_override():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["training.batch_size=-5"])

@@ -119,7 +119,9 @@ def test_full_case_hand_computed():
     out = build(full_tables())
     assert (
         list(out.columns)
-        == ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
+        == ["user_id", "snapshot_date", "split", "label", "sequence", "long_sequence"]
+        + FEATURE_STATIC
+        + CATEGORICAL_STATIC
     )
     assert list(out["user_id"]) == ["a", "b"]  # c: events only, d: purchase too old, r: only a return
 
@@ -353,7 +355,9 @@ def test_no_eligible_user_gives_empty_frame_with_columns():
     assert out.empty
     assert (
         list(out.columns)
-        == ["user_id", "snapshot_date", "split", "label", "sequence"] + FEATURE_STATIC + CATEGORICAL_STATIC
+        == ["user_id", "snapshot_date", "split", "label", "sequence", "long_sequence"]
+        + FEATURE_STATIC
+        + CATEGORICAL_STATIC
     )
 
 

@@ -17,7 +17,9 @@ from churn_spark.sequences import build_features, build_from_config, write_featu
 T, B, H, LOOKBACK = 6, 7, 30, 60
 RUN = dt.date(2026, 6, 1)
 PLAN = snapshot_plan(RUN, H, 14, 3)
-KW = dict(n_buckets=T, bucket_days=B, lookback_days=LOOKBACK, horizon_days=H, as_of=RUN)
+KW = dict(
+    n_buckets=T, bucket_days=B, lookback_days=LOOKBACK, horizon_days=H, as_of=RUN, long_buckets=4, long_bucket_days=20
+)
 
 
 def _spark_tables(spark, pdfs):
@@ -48,7 +50,8 @@ def assert_same(spark_pdf, ref_pdf):
     assert list(spark_pdf["snapshot_date"]) == list(ref_pdf["snapshot_date"])
     assert list(spark_pdf["split"]) == list(ref_pdf["split"])
     np.testing.assert_array_equal(spark_pdf["label"].to_numpy(float), ref_pdf["label"].to_numpy(float))
-    np.testing.assert_allclose(np.stack(spark_pdf["sequence"]), np.stack(ref_pdf["sequence"]), rtol=1e-9, atol=1e-9)
+    for column in ("sequence", "long_sequence"):
+        np.testing.assert_allclose(np.stack(spark_pdf[column]), np.stack(ref_pdf[column]), rtol=1e-9, atol=1e-9)
     for c in FEATURE_STATIC:
         np.testing.assert_allclose(spark_pdf[c].to_numpy(float), ref_pdf[c].to_numpy(float), rtol=1e-9, err_msg=c)
     for c in ("country", "channel"):

@@ -14,11 +14,12 @@ from churn_spark.promotion import gate, validate
 from churn_spark.train import load_splits, train
 
 pytestmark = pytest.mark.slow
+SEARCH = "training.search=[{dropout: 0.3, rnn_units: 4}]"  # one extra trial: the search runs in the shared fixture
 
 
 @pytest.fixture(scope="module")
 def planted(spark, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("planted"), *OVERRIDES)
+    cfg = make_config(tmp_path_factory.mktemp("planted"), *OVERRIDES, SEARCH)
     write_planted(spark, cfg.lake_dir)
     built = build_sequences(spark, cfg, RUN)
     result = train(spark, cfg, RUN, built["features_version"])
@@ -54,6 +55,39 @@ def test_deep_model_finds_the_trend_that_rfm_cannot_see(planted):
         "base_rate",
     ):
         assert key in m["deep"]
+
+
+def test_search_keeps_the_trial_with_the_best_validation_loss(planted):
+    """Two trials, each its own Horovod job and MLflow child run; the lower cross-fitted validation log loss wins."""
+    import mlflow
+
+    cfg, _, r, _ = planted
+    trials = r.metrics["model_selection"]["search"]
+    assert [t["trial"] for t in trials] == [0, 1] and trials[1]["overrides"] == {"dropout": 0.3, "rnn_units": 4}
+    losses = [t["val_log_loss_cv"] for t in trials]
+    best = int(losses[1] < losses[0])
+    assert [t["chosen"] for t in trials] == [i == best for i in (0, 1)]
+    assert r.model_dir == trials[best]["model_dir"]
+    assert r.metrics["training"]["history"]  # the chosen trial's history
+    registry.client(cfg)
+    children = mlflow.search_runs(
+        experiment_ids=[registry.experiment_id(cfg)], filter_string=f"tags.mlflow.parentRunId = '{r.run_id}'"
+    )
+    assert sorted(children["tags.chosen"]) == ["false", "true"] and len(children) == 2
+    assert "metrics.val_log_loss_cv" in children and "metrics.roc_auc" not in children  # validation only
+
+
+def test_blend_decision_is_recorded_and_shipped_as_decided(planted):
+    """The blend is chosen on validation (cross-fitted log loss) and the bundle ships what was chosen."""
+    from churn_spark.bundle import load_bundle
+
+    _, _, r, _ = planted
+    b = r.metrics["model_selection"]["blend"]
+    assert b["chosen"] == (b["blend_log_loss_cv"] < b["network_log_loss_cv"])
+    assert r.metrics["shipped_model"] == ("blend" if b["chosen"] else "deep")
+    assert "blend" in r.metrics["models"] and "roc_auc_gain_vs_lr_rfm" in r.metrics["models"]["blend"]
+    assert bool(load_bundle(r.model_dir).calibrator.blend) == b["chosen"]
+    assert r.metrics["model_selection"]["btyd"]["rows"] > 0
 
 
 def test_cross_fitted_calibration_reduces_brier_on_validation(planted):

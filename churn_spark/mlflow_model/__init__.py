@@ -38,7 +38,9 @@ def _python_model_class():
 
             b = self.bundle
             rows = model_input.copy()
-            rows["sequence"] = [np.asarray(s, dtype=np.float64) for s in rows["sequence"]]
+            for column in ("sequence", "long_sequence"):
+                if column in rows:
+                    rows[column] = [np.asarray(s, dtype=np.float64) for s in rows[column]]
             raw, p = probabilities(b, rows, b.stats.inputs(rows))
             return pd.DataFrame({"churn_probability": p, "raw_score": raw})
 
