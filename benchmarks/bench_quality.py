@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_quality.py [--sparse-users 20000] [--demo-users 6000] [--before REV]
 
 For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), then one ``churn-spark weekly`` process
-with the local profile (plus ``conf/sparse.yaml`` for the sparse lake); the test-snapshot metrics of the shipped
+with the local profile (plus ``conf/sparse.yaml`` for the sparse lake; each code version with its own profiles); the test-snapshot metrics of the shipped
 model, of the network alone and of ``lr_rfm`` come from that run's ``metrics.json`` (all on the same test rows, never
 used for fitting or choosing). ``--before REV`` also runs the same commands with the code of git revision REV (a
 temporary worktree) on the same lakes, for the wall-time ratio and the before/after metrics; ``--now REV`` measures a
@@ -49,11 +49,13 @@ def lake(name: str, profile: str, users: int) -> Path:
     return root / "lake"
 
 
-def weekly(code: Path, lake_dir: Path, configs: list) -> dict:
-    """One weekly run on a copy of the lake; its wall time and the test metrics of metrics.json."""
+def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
+    """One weekly run on a copy of the lake with the code's own ``conf/<profile>.yaml`` files; its wall time and the
+    test metrics of metrics.json."""
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     try:
         shutil.copytree(lake_dir, work / "lake")
+        configs = [code / "conf" / f"{p}.yaml" for p in profiles]
         seconds = _cli(code, "weekly", configs, [f"work_dir={work}"], ["--run-date", RUN.isoformat()])
         m = json.loads((work / "runs" / RUN.isoformat() / "metrics.json").read_text())
     finally:
@@ -88,8 +90,8 @@ def main() -> None:
     ap.add_argument("--now", help="git revision to measure instead of the working tree (a temporary worktree)")
     a = ap.parse_args()
     cases = {
-        "sparse": (lake("sparse", "sparse", a.sparse_users), [CONF / "local.yaml", CONF / "sparse.yaml"]),
-        "demo": (lake("demo", "demo", a.demo_users), [CONF / "local.yaml"]),
+        "sparse": (lake("sparse", "sparse", a.sparse_users), ["local", "sparse"]),
+        "demo": (lake("demo", "demo", a.demo_users), ["local"]),
     }
     result = {"run_date": RUN.isoformat(), "users": {"sparse": a.sparse_users, "demo": a.demo_users}}
     trees = {label: _worktree(rev) for label, rev in (("now", a.now), ("before", a.before)) if rev}
@@ -98,6 +100,7 @@ def main() -> None:
     try:
         for name, (lake_dir, configs) in cases.items():
             result[name] = {"now": weekly(now, lake_dir, configs)}
+            print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
             if before is not None:
                 result[name]["before"] = weekly(before, lake_dir, configs)
                 result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
