@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/bench_quality.py [--sparse-users 20000] [--demo-users 6000] [--before REV]
 
 For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), then one ``churn-spark weekly`` process
-with the local profile (plus ``conf/sparse.yaml`` for the sparse lake; each code version with its own profiles); the test-snapshot metrics of the shipped
-model, of the network alone and of ``lr_rfm`` come from that run's ``metrics.json`` (all on the same test rows, never
-used for fitting or choosing). ``--before REV`` also runs the same commands with the code of git revision REV (a
-temporary worktree) on the same lakes, for the wall-time ratio and the before/after metrics; ``--now REV`` measures a
-revision instead of the working tree. Prints one JSON document.
+with the local profile (plus ``conf/sparse.yaml`` for the sparse lake; each code version with its own profiles).
+The test-snapshot metrics of the shipped model, of the network alone and of ``lr_rfm`` come from that run's
+``metrics.json`` (all on the same test rows, never used for fitting or choosing). ``--before REV`` also runs the
+same commands with the code of git revision REV (a temporary worktree) on the same lakes, for the wall-time ratio
+and the before/after metrics; ``--now REV`` measures a revision instead of the working tree. Prints one JSON
+document.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
 def _worktree(rev: str) -> Path:
     """A temporary checkout of ``rev``: the measured code cannot change while the runs go on."""
     tree = Path(tempfile.mkdtemp(prefix="bench-code-")) / "code"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=REPO, check=True, stdout=sys.stderr)
     return tree
 
 
@@ -88,11 +89,13 @@ def main() -> None:
     ap.add_argument("--demo-users", type=int, default=6000)
     ap.add_argument("--before", help="git revision to compare with (run from a temporary worktree)")
     ap.add_argument("--now", help="git revision to measure instead of the working tree (a temporary worktree)")
+    ap.add_argument("--only", choices=("sparse", "demo"), help="run one of the two lakes")
     a = ap.parse_args()
     cases = {
         "sparse": (lake("sparse", "sparse", a.sparse_users), ["local", "sparse"]),
         "demo": (lake("demo", "demo", a.demo_users), ["local"]),
     }
+    cases = {k: v for k, v in cases.items() if a.only in (None, k)}
     result = {"run_date": RUN.isoformat(), "users": {"sparse": a.sparse_users, "demo": a.demo_users}}
     trees = {label: _worktree(rev) for label, rev in (("now", a.now), ("before", a.before)) if rev}
     now, before = trees.get("now", REPO), trees.get("before")
@@ -107,7 +110,7 @@ def main() -> None:
             print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     finally:
         for tree in trees.values():
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, stdout=sys.stderr)
     print(json.dumps(result, indent=1))
 
 

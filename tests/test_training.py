@@ -14,7 +14,7 @@ from churn_spark.promotion import gate, validate
 from churn_spark.train import load_splits, train
 
 pytestmark = pytest.mark.slow
-SEARCH = "training.search=[{dropout: 0.3, rnn_units: 4}]"  # one extra trial: the search runs in the shared fixture
+SEARCH = "training.search=[{dropout: 0.3, rnn_units: 4, epochs: 3}]"  # one short extra trial, in the shared fixture
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,11 @@ def test_search_keeps_the_trial_with_the_best_validation_loss(planted):
 
     cfg, _, r, _ = planted
     trials = r.metrics["model_selection"]["search"]
-    assert [t["trial"] for t in trials] == [0, 1] and trials[1]["overrides"] == {"dropout": 0.3, "rnn_units": 4}
+    assert [t["trial"] for t in trials] == [0, 1] and trials[1]["overrides"] == {
+        "dropout": 0.3,
+        "rnn_units": 4,
+        "epochs": 3,
+    }
     losses = [t["val_log_loss_cv"] for t in trials]
     best = int(losses[1] < losses[0])
     assert [t["chosen"] for t in trials] == [i == best for i in (0, 1)]
