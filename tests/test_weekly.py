@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from churn_spark import pipeline, registry
 from churn_spark.bundle import ModelIntegrityError, load_bundle
-from churn_spark.feature_spec import NUMERIC_STATIC
+from churn_spark.feature_spec import FEATURE_STATIC
 from churn_spark.predict import get_bundle, score_frame, ship_model
 from churn_spark.reasons import ReasonSettings
 from churn_spark.score import ScoringError, score
@@ -261,14 +261,22 @@ def test_reasons_point_at_the_planted_channel(spark, weekly):
         "mean_order_value": 60.0,
         "days_since_last_event": 1.0,
     }
+    # the same story in the long monthly view (about 4 weeks a month) and in the purchase rhythm: 40 purchase days
+    # over 400 days, every 10 days; the stopped user is 29 days past their last one
+    L = b.stats.long_buckets
+    long_steady, long_stopped = np.tile(steady[-1] * 4, (L, 1)), np.tile(steady[-1] * 4, (L, 1))
+    long_stopped[-1] = stopped[-1] * 4
+    rhythm = {"purchase_days": 40.0, "days_since_first_purchase": 400.0, "gap_mean_days": 10.0, "gap_std_days": 2.0}
     rows = pd.DataFrame(
         [
-            {"user_id": "steady", "sequence": steady.reshape(-1).tolist(), **static, "days_since_last_order": 3.0},
-            {"user_id": "stopped", "sequence": stopped.reshape(-1).tolist(), **static, "days_since_last_order": 29.0},
+            {"user_id": "steady", "sequence": steady.reshape(-1).tolist(), **static, "days_since_last_order": 3.0,
+             "long_sequence": long_steady.reshape(-1).tolist(), **rhythm, "overdue_ratio": 0.3},
+            {"user_id": "stopped", "sequence": stopped.reshape(-1).tolist(), **static, "days_since_last_order": 29.0,
+             "long_sequence": long_stopped.reshape(-1).tolist(), **rhythm, "overdue_ratio": 2.9},
         ]
-    )
+    )  # fmt: skip
     rows["country"], rows["channel"] = "DE", "organic"
-    df = spark.createDataFrame(rows[["user_id", "sequence", *NUMERIC_STATIC, "country", "channel"]])
+    df = spark.createDataFrame(rows[["user_id", "sequence", "long_sequence", *FEATURE_STATIC, "country", "channel"]])
     ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
     out = {r.user_id: r for r in score_frame(df, ref, ["user_id"], reasons=ReasonSettings()).collect()}
     # the model ranks on the raw score; the calibrated probability is monotone in it (and may tie, e.g. at 0)
