@@ -11,6 +11,10 @@ import tempfile
 import numpy as np
 from common import RUN, config, ensure_lake, session, timed
 
+from churn_spark.feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC
+
+ROW_INPUTS = ["sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
+
 
 def _bundle(spark, cfg, rows_df, directory: str) -> str:
     from churn_spark.bundle import save_bundle
@@ -18,8 +22,19 @@ def _bundle(spark, cfg, rows_df, directory: str) -> str:
     from churn_spark.model import model_from_config
     from churn_spark.preprocess import compute_stats
 
-    stats = compute_stats(rows_df, channels_for(list(cfg.sources)), cfg.sequence.n_buckets, cfg.sequence.bucket_days)
-    model = model_from_config(cfg.training.model_dump(), stats.n_buckets, len(stats.channels), stats.n_static)
+    sq, t = cfg.sequence, cfg.training
+    stats = compute_stats(
+        rows_df,
+        channels_for(list(cfg.sources)),
+        sq.n_buckets,
+        sq.bucket_days,
+        horizon_days=cfg.snapshots.horizon_days if t.btyd_inputs else None,
+        long_buckets=sq.long_buckets,
+        long_bucket_days=sq.long_bucket_days,
+    )  # the shipped model's inputs: weekly and monthly sequences, statics with the BG/NBD inputs
+    model = model_from_config(
+        t.model_dump(), stats.n_buckets, len(stats.channels), stats.n_static, n_long=stats.long_buckets
+    )
     save_bundle(directory, model, stats)
     return directory
 
@@ -47,6 +62,8 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
         lookback_days=cfg.lookback_days,
         horizon_days=cfg.snapshots.horizon_days,
         as_of=RUN,
+        long_buckets=s.long_buckets,
+        long_bucket_days=s.long_bucket_days,
     )
     rows = (
         feats.crossJoin(spark.range(replicate).withColumnRenamed("id", "copy"))
@@ -85,23 +102,15 @@ def main(users: int = 3000, replicate: int = 30) -> dict:
     def one(seq, *statics):
         import pandas as pd
 
-        from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
-
         bb = get_bundle(ref)
-        row = pd.DataFrame([dict(zip(["sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC], [seq, *statics]))])
+        row = pd.DataFrame([dict(zip(ROW_INPUTS, [seq, *statics]))])
         return float(raw_probability(bb, bb.stats.inputs(row))[0])
-
-    from churn_spark.feature_spec import CATEGORICAL_STATIC, NUMERIC_STATIC
 
     row_udf = F.udf(one, T.DoubleType())
     sample = rows.limit(min(n, 2000))
     n_row = sample.count()
-    sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p")).limit(10).collect()
-    _, t_row = timed(
-        lambda: sample.select(row_udf("sequence", *NUMERIC_STATIC, *CATEGORICAL_STATIC).alias("p"))
-        .agg(F.sum("p"))
-        .first()
-    )
+    sample.select(row_udf(*ROW_INPUTS).alias("p")).limit(10).collect()
+    _, t_row = timed(lambda: sample.select(row_udf(*ROW_INPUTS).alias("p")).agg(F.sum("p")).first())
     out = {
         "rows": n,
         "arrow_batch": cfg.scoring.batch_size,

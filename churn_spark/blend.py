@@ -24,6 +24,7 @@ import pandas as pd
 from .calibration import PLATT_C, _logit, cross_fitted
 from .feature_spec import aggregate_spec
 from .metrics import metric_value
+from .preprocess import raw_matrix
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -67,8 +68,8 @@ class LinearRFM:
         for _, source, positions in spec:
             if positions:
                 if seq is None:
-                    seq = np.stack([np.asarray(s, dtype=np.float64) for s in pdf["sequence"]])
-                cols.append(np.log1p(seq[:, positions].sum(axis=1)))
+                    seq = raw_matrix(pdf["sequence"], self.n_buckets * len(self.channels))
+                cols.append(np.log1p(seq[:, positions].sum(axis=1, dtype=np.float64)))
             else:
                 cols.append(np.log1p(np.maximum(pdf[source].to_numpy(dtype=np.float64, na_value=0.0), 0.0)))
         return np.column_stack(cols)

@@ -7,6 +7,7 @@ the safer choice with little validation data.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import List, Optional
 
 import numpy as np
@@ -32,13 +33,16 @@ class Calibrator:
     # shipped score first; the blend is calibrated itself, so ``method`` is then "identity"
     blend: Optional[dict] = None
 
-    def shipped_score(self, p_network: np.ndarray, pdf) -> np.ndarray:
-        """The shipped model's (uncalibrated) score of feature rows ``pdf``: the network output, or the blend."""
-        if not self.blend:
-            return p_network
+    @cached_property
+    def _blend(self):
+        """The blend built once per loaded bundle, not once per Arrow batch."""
         from .blend import Blend
 
-        return Blend.from_dict(self.blend)(p_network, pdf)
+        return Blend.from_dict(self.blend) if self.blend else None
+
+    def shipped_score(self, p_network: np.ndarray, pdf) -> np.ndarray:
+        """The shipped model's (uncalibrated) score of feature rows ``pdf``: the network output, or the blend."""
+        return p_network if self._blend is None else self._blend(p_network, pdf)
 
     @classmethod
     def fit(cls, method: str, p: np.ndarray, y: np.ndarray) -> "Calibrator":

@@ -9,7 +9,7 @@ probabilities the bundle will produce: the calibrated network, or the blend when
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,17 @@ def collect_scores(df: DataFrame, cap: int) -> pd.DataFrame:
     return df.orderBy("user_id").limit(cap).toPandas()
 
 
-def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channels: List[str]) -> dict:
-    """Deep model + baselines on validation and test: calibrated on validation, measured on test."""
+def evaluate_models(
+    cfg: Config,
+    splits: Dict[str, DataFrame],
+    ref: str,
+    channels: List[str],
+    validation_scores: Optional[pd.DataFrame] = None,
+) -> dict:
+    """Deep model + baselines on validation and test: calibrated on validation, measured on test.
+
+    ``validation_scores``: the network's validation rows already collected by the search (user_id, label,
+    raw_probability), so the chosen trial is not scored on validation a second time."""
     t = cfg.training
     with step("baselines"):
         baselines = fit_baselines(
@@ -40,15 +49,24 @@ def evaluate_models(cfg: Config, splits: Dict[str, DataFrame], ref: str, channel
         )
     frames = {}
     for split in ("validation", "test"):
-        deep = score_frame(splits[split], ref, ["user_id", "label"]).select(
-            "user_id", "label", F.col("raw_probability").alias("deep")
-        )
+        known = validation_scores if split == "validation" else None
+        df = None
+        if known is None:
+            df = score_frame(splits[split], ref, ["user_id", "label"]).select(
+                "user_id", "label", F.col("raw_probability").alias("deep")
+            )
         for name, m in baselines.items():
             b = predict_baseline(
                 m, splits[split], channels, cfg.sequence.n_buckets, recent_buckets=cfg.recent_buckets
-            ).select("user_id", F.col("probability").alias(name))
-            deep = deep.join(b, "user_id")
-        frames[split] = collect_scores(deep, t.max_eval_rows)
+            ).select("user_id", "label", F.col("probability").alias(name))
+            df = b if df is None else df.join(b.drop("label"), "user_id")
+        frames[split] = collect_scores(df, t.max_eval_rows)
+        if known is not None:  # the same users: both are the first max_eval_rows by user_id
+            deep = known[["user_id", "raw_probability"]].rename(columns={"raw_probability": "deep"})
+            merged = frames[split].merge(deep, on="user_id", validate="one_to_one")
+            if len(merged) != len(frames[split]):
+                raise RuntimeError("the search's validation scores are not the validation rows being evaluated")
+            frames[split] = merged
     val, test = frames["validation"], frames["test"]
     yv, yt = val["label"].to_numpy(), test["label"].to_numpy()
     out: dict = {"models": {}, "validation": {}, "calibrators": {}}

@@ -17,6 +17,8 @@ t = T-1 the last B days before S). The sequence is flattened time-major: ``seque
 (``sequence.long_buckets`` x ``sequence.long_bucket_days``, by default two years in months), bucketed by the same
 rule with L and LB in place of T and B — so a customer's tenure and purchase rhythm over years are visible to the
 network next to the fine recent weeks. Empty when ``long_buckets`` is 0.
+Both are stored as ``array<float>`` (float32: the values are sums computed in double and rounded once at the end;
+the network reads float32 anyway, and half the bytes go through Parquet, the shuffle and Arrow).
 
 Channels present depend on the sources configured (a missing source drops its channels):
 
@@ -189,6 +191,7 @@ def describe_plan(plan: Dict[dt.date, str], horizon_days: int) -> List[str]:
 
 
 RFM_CHANNELS = ("orders", "spend", "active_days")
+SEQUENCE_TYPE = "array<float>"  # the stored type of ``sequence`` and ``long_sequence``
 
 
 def aggregate_spec(channels: List[str], n_buckets: int, recent_buckets: int) -> List[Tuple[str, str, List[int]]]:

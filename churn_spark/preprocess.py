@@ -29,6 +29,21 @@ def _safe_std(v) -> float:
     return v if v > MIN_STD else 1.0
 
 
+def raw_matrix(sequences, width: int) -> np.ndarray:
+    """Flat sequence values of ``n`` rows (a column of arrays or lists) as one (n, width) array, in the rows' own
+    dtype (float32 from the feature table). Arrow hands the scorer each row as a view of one buffer, so one
+    ``concatenate`` copies them without a Python step per row."""
+    rows = sequences.to_numpy() if isinstance(sequences, pd.Series) else sequences
+    if len(rows) == 0:
+        return np.zeros((0, width), dtype=np.float32)
+    flat = np.concatenate(rows)
+    if flat.size != len(rows) * width:
+        raise ValueError(
+            f"sequences hold {flat.size / len(rows):g} values per row on average, the model expects {width}"
+        )
+    return flat.reshape(len(rows), width)
+
+
 @dataclass
 class FeatureStats:
     channels: List[str]
@@ -72,18 +87,16 @@ class FeatureStats:
     # -- tensors ---------------------------------------------------------------------------------------
     def sequence_tensor(self, sequences, long: bool = False) -> np.ndarray:
         """Raw flattened sequences (n, T*C) -> standardised log1p tensor (n, T, C) float32 (``long``: the coarse
-        long_sequence, (n, L, C), with its own statistics)."""
+        long_sequence, (n, L, C), with its own statistics). Computed in float32 in place: the tensor is float32
+        anyway, and this runs for every Arrow batch the scorer sees."""
         steps = self.long_buckets if long else self.n_buckets
         mean, std = (self.long_mean, self.long_std) if long else (self.seq_mean, self.seq_std)
-        width = steps * len(self.channels)
-        raw = (
-            np.concatenate([np.asarray(s, dtype=np.float64) for s in sequences]).reshape(len(sequences), width)
-            if len(sequences)
-            else np.zeros((0, width))
-        )
-        x = np.log1p(np.maximum(raw, 0.0)).reshape(-1, steps, len(self.channels))
-        z = (x - np.asarray(mean)) / np.asarray(std)
-        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+        x = np.maximum(raw_matrix(sequences, steps * len(self.channels)), np.float32(0.0), dtype=np.float32)
+        np.log1p(x, out=x)
+        x = x.reshape(-1, steps, len(self.channels))
+        x -= np.asarray(mean, dtype=np.float32)
+        x /= np.asarray(std, dtype=np.float32)
+        return np.clip(x, -self.clip, self.clip, out=x)
 
     def static_tensor(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> np.ndarray:
         """Standardised numeric statics + one-hot categoricals; rows flagged in ``as_other`` (training only) get
@@ -111,9 +124,9 @@ class FeatureStats:
         return np.concatenate(parts, axis=1)
 
     def inputs(self, pdf: pd.DataFrame, as_other: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-        out = {"sequence": self.sequence_tensor(list(pdf["sequence"])), "static": self.static_tensor(pdf, as_other)}
+        out = {"sequence": self.sequence_tensor(pdf["sequence"]), "static": self.static_tensor(pdf, as_other)}
         if self.long_buckets:
-            out["long_sequence"] = self.sequence_tensor(list(pdf["long_sequence"]), long=True)
+            out["long_sequence"] = self.sequence_tensor(pdf["long_sequence"], long=True)
         return out
 
     def contract(self) -> Dict:
@@ -142,13 +155,14 @@ def compute_stats(
     (:mod:`churn_spark.btyd_inputs`); the fit's summary is kept in ``btyd_fit``."""
     from pyspark.sql import functions as F
 
-    seq_mean, seq_std = _channel_moments(train_df, "sequence", len(channels))
-    long_mean, long_std = _channel_moments(train_df, "long_sequence", len(channels)) if long_buckets else ([], [])
-    aggs = []
+    columns = {"sequence": "q", **({"long_sequence": "l"} if long_buckets else {})}
+    aggs = [a for col, tag in columns.items() for a in _channel_sums(col, len(channels), tag)]
     for c in FEATURE_STATIC:
         v = F.log1p(F.greatest(F.coalesce(F.col(c), F.lit(0.0)), F.lit(0.0)))
         aggs += [F.mean(v).alias(f"m_{c}"), F.stddev_pop(v).alias(f"s_{c}")]
-    st = train_df.agg(*aggs).first()
+    st = train_df.agg(*aggs).first()  # one pass over the training rows for every moment
+    seq_mean, seq_std = _channel_moments(st, len(channels), "q")
+    long_mean, long_std = _channel_moments(st, len(channels), "l") if long_buckets else ([], [])
     vocab = {}
     for col in CATEGORICAL_STATIC:
         top = train_df.groupBy(col).count().orderBy(F.desc("count"), col).limit(MAX_VOCAB).collect()
@@ -184,14 +198,43 @@ def compute_stats(
     )
 
 
-def _channel_moments(train_df, column: str, n_channels: int) -> tuple[List[float], List[float]]:
-    """Per-channel mean and std of log1p over every time step of a flat sequence column (Spark aggregation)."""
+def _channel_sums(column: str, n_channels: int, tag: str) -> list:
+    """Aggregations of the count, sum and sum of squares of log1p per channel of a flat sequence column.
+
+    Position ``i`` of the flat (time-major) array belongs to channel ``i % n_channels``; array functions sum each
+    row's steps in place, so the moments need no explode and share one pass with the static moments."""
     from pyspark.sql import functions as F
 
-    ex = train_df.select(F.posexplode(column).alias("pos", "v")).select(
-        (F.col("pos") % n_channels).alias("c"), F.log1p(F.greatest(F.col("v"), F.lit(0.0))).alias("v")
-    )
-    rows = {r["c"]: r for r in ex.groupBy("c").agg(F.mean("v").alias("m"), F.stddev_pop("v").alias("s")).collect()}
-    mean = [float(rows[c]["m"]) if c in rows else 0.0 for c in range(n_channels)]
-    std = [_safe_std(rows[c]["s"]) if c in rows else 1.0 for c in range(n_channels)]
+    out = []
+    for c in range(n_channels):
+        steps = F.transform(
+            F.filter(F.col(column), _of_channel(n_channels, c)), lambda v: F.log1p(F.greatest(v, F.lit(0.0)))
+        )
+        total = F.aggregate(steps, F.lit(0.0), lambda acc, v: acc + v)
+        squares = F.aggregate(steps, F.lit(0.0), lambda acc, v: acc + v * v)
+        out += [
+            F.sum(F.size(steps)).alias(f"{tag}_n{c}"),
+            F.sum(total).alias(f"{tag}_s{c}"),
+            F.sum(squares).alias(f"{tag}_q{c}"),
+        ]
+    return out
+
+
+def _of_channel(n_channels: int, c: int):
+    """Predicate (element, index) of the elements of channel ``c`` (a fresh closure per channel)."""
+    return lambda _, i: i % n_channels == c
+
+
+def _channel_moments(row, n_channels: int, tag: str) -> tuple[List[float], List[float]]:
+    """Per-channel mean and population std of log1p from the sums of :func:`_channel_sums`."""
+    mean, std = [], []
+    for c in range(n_channels):
+        n = float(row[f"{tag}_n{c}"] or 0)
+        if n == 0:
+            mean.append(0.0)
+            std.append(1.0)
+            continue
+        m = float(row[f"{tag}_s{c}"]) / n
+        mean.append(m)
+        std.append(_safe_std(max(float(row[f"{tag}_q{c}"]) / n - m * m, 0.0) ** 0.5))
     return mean, std

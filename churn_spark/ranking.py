@@ -44,7 +44,12 @@ def _offsets(totals, groups: List[str], sums: List[str]) -> Tuple[list, dict]:
     return rows, dict(before_n)
 
 
-def rank_in_groups(
+def rank_in_groups(df: DataFrame, groups: List[str], order: List[Tuple[str, bool]], **kw) -> DataFrame:
+    """:func:`ranked_with_sizes` without the sizes."""
+    return ranked_with_sizes(df, groups, order, **kw)[0]
+
+
+def ranked_with_sizes(
     df: DataFrame,
     groups: List[str],
     order: List[Tuple[str, bool]],
@@ -53,14 +58,15 @@ def rank_in_groups(
     size_col: Optional[str] = None,
     running: Optional[Dict[str, Column]] = None,
     buckets: Optional[int] = None,
-) -> DataFrame:
+) -> Tuple[DataFrame, Dict[tuple, int]]:
     """``df`` with ``rank_col`` = ``F.rank()`` over ``Window.partitionBy(*groups).orderBy(*order)`` (ties share a
     rank), ``size_col`` = rows in the group, and per ``running`` entry the sum of that column over the rows of the
     group strictly before this one (for a running sum the order should be unique, e.g. end with ``user_id``).
 
     ``order`` is ``[(column, ascending), ...]``, nulls placed as Spark sorts them; its first column must be
     numeric. ``groups`` must be non-null (they are join keys). ``df`` is read three times (quantiles, totals,
-    result): persist it when it is expensive to compute (scored model output)."""
+    result): persist it when it is expensive to compute (scored model output). Also returns {group values: rows},
+    known on the driver from the per-bucket totals (no further pass over ``df``)."""
     spark = df.sparkSession
     running = dict(running or {})
     n = int(buckets or spark.conf.get("spark.sql.shuffle.partitions"))
@@ -98,7 +104,7 @@ def rank_in_groups(
     earlier = w.rowsBetween(Window.unboundedPreceding, -1)
     for k in sums:
         out = out.withColumn(k, F.col(f"_off_{k}") + F.coalesce(F.sum(f"_v_{k}").over(earlier), F.lit(0.0)))
-    return out.drop("_bucket", "_off_n", *[f"_off_{k}" for k in sums], *[f"_v_{k}" for k in sums])
+    return out.drop("_bucket", "_off_n", *[f"_off_{k}" for k in sums], *[f"_v_{k}" for k in sums]), sizes
 
 
 def group_totals(df: DataFrame, groups: List[str], sums: Dict[str, Column]) -> DataFrame:

@@ -29,7 +29,7 @@ import pandas as pd
 from .config import ScoringConf
 from .feature_spec import NUMERIC_STATIC, recent_buckets
 from .metrics import PROB_EPS
-from .preprocess import FeatureStats
+from .preprocess import FeatureStats, raw_matrix
 
 RATING, REVIEWS = "rating_mean", "reviews"
 Group = Tuple[str, str]  # (kind, name): ("recent" | "earlier", channel) or ("static", feature)
@@ -188,6 +188,6 @@ def reason_codes(b, pdf: pd.DataFrame, inputs: Dict[str, np.ndarray], settings: 
     """Codes for one batch of feature rows (``inputs`` = ``b.stats.inputs(pdf)``, already computed for scoring)."""
     if len(pdf) == 0:
         return []
-    raw_seq = np.stack([np.asarray(s, dtype=np.float64) for s in pdf["sequence"]])
+    raw_seq = raw_matrix(pdf["sequence"], b.stats.n_buckets * len(b.stats.channels))
     raw_static = pdf[NUMERIC_STATIC].to_numpy(dtype=np.float64, na_value=0.0)
     return codes_from(group_attributions(b, inputs), group_names(b.stats), raw_seq, raw_static, b.stats, settings)

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from churn_spark.feature_spec import (
@@ -285,7 +286,8 @@ def build_reference(
                     "snapshot_date": snapshot,
                     "split": split,
                     "label": label,
-                    "sequence": [float(v) for bucket in sequence for v in bucket],  # time-major: [t * C + c]
+                    # time-major: [t * C + c]; stored as float32 (rounded once from the double sums)
+                    "sequence": np.asarray(sequence, dtype=np.float64).astype(np.float32).reshape(-1).tolist(),
                     "tenure_days": float((snapshot - tenure_from).days),
                     "days_since_last_order": float((snapshot - last_purchase_day).days),
                     "days_since_last_event": float((snapshot - last_activity_day).days),

@@ -92,10 +92,14 @@ def risk_rows(
     (by raw score among themselves). ``previous`` is :func:`lifecycle.previous_snapshot` (None: no earlier one).
     """
     savable = ~F.col("lc_lapsed")
-    ranked = ranking.rank_in_groups(
+    ranked, sizes = ranking.ranked_with_sizes(
         scored, ["snapshot_date", "lc_lapsed"], [("raw_probability", False)], rank_col="_r", size_col="_n"
     )
-    ranked = ranking.group_totals(ranked, ["snapshot_date"], {"_ns": savable.cast("long")})
+    savable_n: Dict[dt.date, int] = {}  # per snapshot: how many savable users rank before the lapsed ones
+    for (snapshot, lapsed), n in sizes.items():
+        savable_n[snapshot] = savable_n.get(snapshot, 0) + (0 if lapsed else n)
+    ns = scored.sparkSession.createDataFrame(list(savable_n.items()), "snapshot_date date, _ns long")
+    ranked = ranked.join(F.broadcast(ns), ["snapshot_date"], "left")
     share_above = (F.col("_r") - 1) / F.col("_n")
     ranked = ranked.select(
         "user_id",

@@ -13,9 +13,10 @@ With an empty ``training.search`` (the default) nothing extra runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
+import pandas as pd
 
 # settings a trial may override: the network and its optimisation (not the data, the ranks or the evaluation)
 SEARCHABLE = (
@@ -42,6 +43,8 @@ class Trial:
     model_dir: str = ""
     ranks: List[dict] = field(default_factory=list)
     quality: Dict[str, float] = field(default_factory=dict)
+    ref: str = ""  # the shipped (uncalibrated) bundle's worker reference
+    validation_scores: Optional[pd.DataFrame] = None  # (user_id, label, raw_probability), reused by evaluation
 
 
 def check_overrides(search: List[Dict]) -> List[Dict]:
@@ -64,9 +67,10 @@ def trials(training) -> List[Trial]:
     ]
 
 
-def validation_quality(spark, cfg, model_dir: str, validation_df) -> Dict[str, float]:
+def validate(spark, cfg, trial: Trial, validation_df) -> None:
     """The trial's network on the validation rows, through the scorer: cross-fitted calibrated log loss (the choice)
-    and ROC-AUC (for the record)."""
+    and ROC-AUC (for the record) in ``trial.quality``; the shipped reference and the collected scores are kept so
+    the chosen trial is neither shipped nor scored on validation again."""
     from .blend import log_loss
     from .calibration import cross_fitted
     from .evaluation import collect_scores
@@ -74,11 +78,12 @@ def validation_quality(spark, cfg, model_dir: str, validation_df) -> Dict[str, f
     from .predict import score_frame, ship_model
 
     t = cfg.training
-    ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))
-    rows = collect_scores(score_frame(validation_df, ref, ["user_id", "label"]), t.max_eval_rows)
+    trial.ref = ship_model(spark, trial.model_dir, cfg.path("tmp", "ship"))
+    rows = collect_scores(score_frame(validation_df, trial.ref, ["user_id", "label"]), t.max_eval_rows)
     y, p = rows["label"].to_numpy(float), rows["raw_probability"].to_numpy(float)
     calibrated = cross_fitted(t.calibration, p, y, t.calibration_folds, t.seed)
-    return {"val_log_loss_cv": log_loss(y, calibrated), "val_roc_auc": metric_value("roc_auc", y, p, p)}
+    trial.quality = {"val_log_loss_cv": log_loss(y, calibrated), "val_roc_auc": metric_value("roc_auc", y, p, p)}
+    trial.validation_scores = rows[["user_id", "label", "raw_probability"]]
 
 
 def best(done: List[Trial]) -> Trial:

@@ -19,6 +19,7 @@ from .feature_spec import (
     EVENT_CHANNEL,
     FEATURE_STATIC,
     RETURN_STATUSES,
+    SEQUENCE_TYPE,
     channels_for,
     normalise_statuses,
     snapshot_plan,
@@ -118,29 +119,40 @@ def build_features(
     snaps = snapshots_frame(spark, plan, horizon_days, as_of)
     day, S = F.col("day"), F.col("snapshot_date")
     k = F.datediff(S, day)
+    grains = [F.struct(F.lit(0).alias("kind"), _bucket(k, T, B, F.lit(-1)).alias("bucket"))]
+    if long_buckets:  # every day also lands in its coarse bucket: both sequences come from one aggregation
+        grains.append(
+            F.struct(F.lit(1).alias("kind"), _bucket(k, long_buckets, long_bucket_days, F.lit(None)).alias("bucket"))
+        )
     joined = (
         daily_activity(tables, return_statuses)
         .join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
-        .withColumn("bucket", _bucket(k, T, B, F.lit(-1)))
+        .select("*", F.inline(F.array(*grains)))
+        .where((F.col("kind") == 0) | (F.col("bucket") >= 0))
     )
-    # level 1: (user, snapshot, bucket)
+    # level 1: (user, snapshot, grain, bucket); grain 0: the weekly buckets (-1: older, -2: the horizon), 1: coarse
     in_lookback = (k >= 1) & (k <= lookback_days)
-    lvl1 = joined.groupBy("user_id", "snapshot_date", "split", "labelled", "bucket").agg(
+    lvl1 = joined.groupBy("user_id", "snapshot_date", "split", "labelled", "kind", "bucket").agg(
         *[F.sum(c).alias(c) for c in _DAILY_SUMS],
         F.count("*").alias("active_days"),
         F.max(F.when(F.col("orders") > 0, day)).alias("last_purchase_day"),
         F.max(day).alias("last_active_day"),
         F.min(F.when(F.col("any_order") > 0, day)).alias("first_order_day"),
-        F.collect_list(F.when(F.col("orders") > 0, day)).alias("purchase_day_list"),  # one row per day: distinct
+        # one row per day: distinct (the weekly grain holds every day once)
+        F.collect_list(F.when((F.col("kind") == 0) & (F.col("orders") > 0), day)).alias("purchase_day_list"),
         F.max(F.when(in_lookback & (F.col("orders") > 0), F.lit(1)).otherwise(F.lit(0))).alias("eligible"),
     )
     vec = _channel_vector(channels)
-    past = F.col("bucket") >= -1
-    future = F.col("bucket") == -2
+    fine, coarse = F.col("kind") == 0, F.col("kind") == 1
+    past = fine & (F.col("bucket") >= -1)
+    future = fine & (F.col("bucket") == -2)
     lvl2 = (
         lvl1.groupBy("user_id", "snapshot_date", "split", "labelled")
         .agg(
-            F.map_from_entries(F.collect_list(F.when(F.col("bucket") >= 0, F.struct("bucket", vec)))).alias("_m"),
+            F.map_from_entries(F.collect_list(F.when(fine & (F.col("bucket") >= 0), F.struct("bucket", vec)))).alias(
+                "_m"
+            ),
+            F.map_from_entries(F.collect_list(F.when(coarse, F.struct("bucket", vec)))).alias("_long"),
             F.max(F.when(past, F.col("eligible"))).alias("_eligible"),
             F.sum(F.when(past, F.col("orders"))).alias("lifetime_orders"),
             F.sum(F.when(past, F.col("spend"))).alias("lifetime_spend"),
@@ -154,10 +166,6 @@ def build_features(
         .where(F.col("_eligible") == 1)
     )
     sequence = _flat_sequence(F.col("_m"), T, len(channels))
-    if long_buckets:
-        lvl2 = lvl2.join(
-            _long_maps(joined, channels, long_buckets, long_bucket_days), ["user_id", "snapshot_date"], "left"
-        )
     churned = (
         (F.coalesce(F.col("_future_orders"), F.lit(0.0)) == 0)
         if churn_definition == "no_order"
@@ -168,12 +176,10 @@ def build_features(
         "snapshot_date",
         "split",
         F.when(F.col("labelled"), churned.cast("double")).alias("label"),
-        sequence.alias("sequence"),
-        (
-            _flat_sequence(F.col("_long"), long_buckets, len(channels))
-            if long_buckets
-            else F.array().cast("array<double>")
-        ).alias("long_sequence"),
+        sequence.cast(SEQUENCE_TYPE).alias("sequence"),
+        (_flat_sequence(F.col("_long"), long_buckets, len(channels)) if long_buckets else F.array())
+        .cast(SEQUENCE_TYPE)
+        .alias("long_sequence"),
         F.datediff(S, "_first_order").cast("double").alias("_tenure_orders"),
         F.datediff(S, "_last_purchase").cast("double").alias("days_since_last_order"),
         F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
@@ -209,19 +215,6 @@ def _flat_sequence(bucket_map, n_buckets: int, n_channels: int):
     zeros = F.array_repeat(F.lit(0.0), n_channels)
     return F.flatten(
         F.transform(F.sequence(F.lit(0), F.lit(n_buckets - 1)), lambda i: F.coalesce(bucket_map[i], zeros))
-    )
-
-
-def _long_maps(joined: DataFrame, channels: List[str], n_buckets: int, bucket_days: int) -> DataFrame:
-    """(user_id, snapshot_date, _long): the coarse buckets of the long sequence, from the same daily rows (kept
-    partitioned by user_id, so neither the aggregation nor the join back needs another shuffle)."""
-    k = F.datediff(F.col("snapshot_date"), F.col("day"))
-    daily = joined.withColumn("_lb", _bucket(k, n_buckets, bucket_days, F.lit(None))).where(F.col("_lb") >= 0)
-    per_bucket = daily.groupBy("user_id", "snapshot_date", "_lb").agg(
-        *[F.sum(c).alias(c) for c in _DAILY_SUMS], F.count("*").alias("active_days")
-    )
-    return per_bucket.groupBy("user_id", "snapshot_date").agg(
-        F.map_from_entries(F.collect_list(F.struct("_lb", _channel_vector(channels)))).alias("_long")
     )
 
 
@@ -307,7 +300,8 @@ def write_features(
     dates = ", ".join(f"DATE'{d.isoformat()}'" for d in sorted(snapshots))
     write_id = new_write_id()
     (
-        features.write.format("delta")
+        _as_table_types(features, path)
+        .write.format("delta")
         .mode("overwrite")
         .partitionBy("snapshot_date")
         .option("replaceWhere", f"snapshot_date IN ({dates})")
@@ -316,6 +310,23 @@ def write_features(
         .save(path)
     )
     return write_version(features.sparkSession, path, write_id)
+
+
+def _as_table_types(features: DataFrame, path: str) -> DataFrame:
+    """``features`` with the column types of an existing table at ``path``: a table written before the sequences
+    became float32 keeps its double arrays (widening on write; Delta cannot narrow a column in place)."""
+    from delta.tables import DeltaTable
+
+    spark = features.sparkSession
+    if not DeltaTable.isDeltaTable(spark, path):
+        return features
+    existing = {f.name: f.dataType for f in spark.read.format("delta").load(path).schema.fields}
+    return features.select(
+        *[
+            F.col(f.name).cast(existing[f.name]) if f.name in existing and existing[f.name] != f.dataType else f.name
+            for f in features.schema.fields
+        ]
+    )
 
 
 def table_contract(spark: SparkSession, path: str, version: int) -> Optional[dict]:

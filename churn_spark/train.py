@@ -260,14 +260,14 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             )
         if t.search:
             with step("search trial validation", trial=trial.index, overrides=trial.overrides) as info:
-                trial.quality = search.validation_quality(spark, cfg, trial.model_dir, splits["validation"])
+                search.validate(spark, cfg, trial, splits["validation"])
                 info.update(trial.quality)
         done.append(trial)
     chosen = search.best(done)
     model_dir, ranks = chosen.model_dir, chosen.ranks
-    ref = ship_model(spark, model_dir, cfg.path("tmp", "ship"))  # uncalibrated bundle for evaluation
+    ref = chosen.ref or ship_model(spark, model_dir, cfg.path("tmp", "ship"))  # uncalibrated bundle for evaluation
     with step("evaluation"):
-        ev = evaluate_models(cfg, splits, ref, channels)
+        ev = evaluate_models(cfg, splits, ref, channels, chosen.validation_scores)
     shipped = ev["shipped"]  # the calibrated network, or its blend with lr_rfm when that won on validation
     digest = set_calibrator(
         model_dir,

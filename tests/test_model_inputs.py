@@ -86,3 +86,33 @@ def test_a_row_without_rhythm_columns_is_refused(missing):
     pdf = pd.DataFrame([_row()]).drop(columns=[missing])
     with pytest.raises(KeyError):
         stats.numeric_values(pdf)
+
+
+def test_training_statistics_equal_numpy_on_hand_made_rows(spark):
+    """Channel moments of both sequences (flat, time-major: position i is channel i % C) and the static moments,
+    computed in one Spark pass, equal a direct numpy computation; negatives count as 0 like the model's input."""
+    from churn_spark.preprocess import compute_stats
+
+    rows = [
+        _row(sequence=[1.0, 0.0, 3.0, 2.0, 0.0, 7.0], long_sequence=[4.0, 1.0, 0.0, 0.0], lifetime_orders=3.0),
+        _row(sequence=[0.0, 5.0, 0.0, 0.0, -1.0, 0.0], long_sequence=[2.0, 2.0, 9.0, 0.0], lifetime_orders=0.0),
+        _row(sequence=[2.0, 2.0, 2.0, 2.0, 2.0, 2.0], long_sequence=[0.0, 0.0, 0.0, 0.0], lifetime_orders=12.0),
+    ]
+    pdf = pd.DataFrame(rows)
+    stats = compute_stats(spark.createDataFrame(pdf), ["a", "b"], 3, 7, long_buckets=2, long_bucket_days=30)
+
+    def moments(column):
+        x = np.log1p(np.maximum(np.stack(pdf[column].to_list()), 0.0)).reshape(len(pdf), -1, 2)
+        return x.mean(axis=(0, 1)), x.std(axis=(0, 1))
+
+    for column, mean, std in (
+        ("sequence", stats.seq_mean, stats.seq_std),
+        ("long_sequence", stats.long_mean, stats.long_std),
+    ):
+        want_mean, want_std = moments(column)
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+        np.testing.assert_allclose(std, want_std, rtol=1e-9)
+    i = FEATURE_STATIC.index("lifetime_orders")
+    np.testing.assert_allclose(stats.static_mean[i], np.log1p(pdf["lifetime_orders"]).mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats.static_std[i], np.log1p(pdf["lifetime_orders"]).std(ddof=0), rtol=1e-9)
+    assert stats.static_std[FEATURE_STATIC.index("gap_std_days")] == 1.0  # constant in training: not scaled

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,10 +69,10 @@ def build(tables, snapshots=None, *, lookback_days=T * B, as_of=dt.date(2024, 2,
 
 
 def seq(channels, bucket0: dict, bucket1: dict) -> list:
-    """Expected flattened time-major sequence from two {channel: value} dicts."""
+    """Expected flattened time-major sequence from two {channel: value} dicts, as stored: float32 values."""
     out = []
     for bucket in (bucket0, bucket1):
-        out += [float(bucket.get(c, 0.0)) for c in channels]
+        out += [float(np.float32(bucket.get(c, 0.0))) for c in channels]
     return out
 
 

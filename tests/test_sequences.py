@@ -8,7 +8,7 @@ import pytest
 from conftest import make_config
 from pyspark.sql import functions as F
 
-from churn_spark.feature_spec import FEATURE_STATIC, NUMERIC_STATIC, snapshot_plan
+from churn_spark.feature_spec import FEATURE_STATIC, NUMERIC_STATIC, SEQUENCE_TYPE, snapshot_plan
 from churn_spark.generator import LakeSpec, generate
 from churn_spark.lake import ingest
 from churn_spark.reference import build_reference
@@ -41,6 +41,10 @@ def _reference_input(pdfs):
 
 def _spark_features(spark, pdfs, plan=PLAN, **kw):
     df = build_features(spark, _spark_tables(spark, pdfs), plan, **{**KW, **kw})
+    assert {f.name: f.dataType.simpleString() for f in df.schema.fields if "sequence" in f.name} == {
+        "sequence": SEQUENCE_TYPE,
+        "long_sequence": SEQUENCE_TYPE,
+    }
     pdf = df.toPandas()
     return pdf.sort_values(["snapshot_date", "user_id"]).reset_index(drop=True)
 
@@ -51,7 +55,8 @@ def assert_same(spark_pdf, ref_pdf):
     assert list(spark_pdf["split"]) == list(ref_pdf["split"])
     np.testing.assert_array_equal(spark_pdf["label"].to_numpy(float), ref_pdf["label"].to_numpy(float))
     for column in ("sequence", "long_sequence"):
-        np.testing.assert_allclose(np.stack(spark_pdf[column]), np.stack(ref_pdf[column]), rtol=1e-9, atol=1e-9)
+        got, want = np.stack(spark_pdf[column]), np.stack(ref_pdf[column])
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)  # float32: one rounding of the double sums
     for c in FEATURE_STATIC:
         np.testing.assert_allclose(spark_pdf[c].to_numpy(float), ref_pdf[c].to_numpy(float), rtol=1e-9, err_msg=c)
     for c in ("country", "channel"):
@@ -239,6 +244,25 @@ def test_feature_table_write_is_idempotent_per_snapshot(spark, tmp_path):
 
     meta = DeltaTable.forPath(spark, path).history().where(f"version = {v1}").select("userMetadata").first()[0]
     assert json.loads(meta)["inputs"]["orders"]["version"] == 3
+
+
+def test_a_table_written_with_double_sequences_keeps_them(spark, tmp_path):
+    """Tables written before the sequences became float32: new partitions are widened to the table's doubles
+    (Delta cannot narrow a column in place), and the values are the float32 ones."""
+    df = build_features(spark, _spark_tables(spark, hand_made()), PLAN, **KW)
+    path = str(tmp_path / "features")
+    second = next(d for d, split in PLAN.items() if split == "validation")  # the hand-made users are eligible there
+    first = next(d for d in PLAN if d != second)
+    as_double = df.withColumn("sequence", F.col("sequence").cast("array<double>"))
+    write_features(as_double.where(F.col("snapshot_date") == F.lit(first)), path, [first], {})
+    write_features(df.where(F.col("snapshot_date") == F.lit(second)), path, [second], {})
+    t = spark.read.format("delta").load(path)
+    assert t.schema["sequence"].dataType.simpleString() == "array<double>"
+    assert t.schema["long_sequence"].dataType.simpleString() == SEQUENCE_TYPE
+    got = t.where(F.col("snapshot_date") == F.lit(second)).orderBy("user_id").toPandas()
+    want = df.where(F.col("snapshot_date") == F.lit(second)).orderBy("user_id").toPandas()
+    assert len(got) > 0
+    np.testing.assert_array_equal(np.stack(got["sequence"]), np.stack(want["sequence"]).astype(np.float64))
 
 
 def _boundary_lake(spark, cfg):
