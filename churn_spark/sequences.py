@@ -124,9 +124,15 @@ def build_features(
         grains.append(
             F.struct(F.lit(1).alias("kind"), _bucket(k, long_buckets, long_bucket_days, F.lit(None)).alias("bucket"))
         )
+    daily = daily_activity(tables, return_statuses)
+    # every user's sorted purchase days, once per user (not per snapshot and bucket); each snapshot keeps the days
+    # before it below. Collected here, the per-bucket aggregation holds only fixed-width values: a hash aggregation,
+    # not the sort-based one that a collect_list over millions of groups falls back to.
+    purchase_days = (
+        daily.where(F.col("orders") > 0).groupBy("user_id").agg(F.array_sort(F.collect_list("day")).alias("_all_pdays"))
+    )
     joined = (
-        daily_activity(tables, return_statuses)
-        .join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
+        daily.join(F.broadcast(snaps), day < F.date_add(S, horizon_days))
         .select("*", F.inline(F.array(*grains)))
         .where((F.col("kind") == 0) | (F.col("bucket") >= 0))
     )
@@ -138,8 +144,6 @@ def build_features(
         F.max(F.when(F.col("orders") > 0, day)).alias("last_purchase_day"),
         F.max(day).alias("last_active_day"),
         F.min(F.when(F.col("any_order") > 0, day)).alias("first_order_day"),
-        # one row per day: distinct (the weekly grain holds every day once)
-        F.collect_list(F.when((F.col("kind") == 0) & (F.col("orders") > 0), day)).alias("purchase_day_list"),
         F.max(F.when(in_lookback & (F.col("orders") > 0), F.lit(1)).otherwise(F.lit(0))).alias("eligible"),
     )
     vec = _channel_vector(channels)
@@ -159,11 +163,11 @@ def build_features(
             F.max(F.when(past, F.col("last_purchase_day"))).alias("_last_purchase"),
             F.max(F.when(past, F.col("last_active_day"))).alias("_last_active"),
             F.min(F.when(past, F.col("first_order_day"))).alias("_first_order"),
-            F.array_sort(F.flatten(F.collect_list(F.when(past, F.col("purchase_day_list"))))).alias("_pdays"),
             F.sum(F.when(future, F.col("orders"))).alias("_future_orders"),
             F.sum(F.when(future, F.col("active_days"))).alias("_future_active"),
         )
         .where(F.col("_eligible") == 1)
+        .join(purchase_days, "user_id", "left")  # both sides partitioned by user_id already
     )
     sequence = _flat_sequence(F.col("_m"), T, len(channels))
     churned = (
@@ -185,7 +189,7 @@ def build_features(
         F.datediff(S, "_last_active").cast("double").alias("days_since_last_event"),
         F.coalesce("lifetime_orders", F.lit(0.0)).alias("lifetime_orders"),
         F.coalesce("lifetime_spend", F.lit(0.0)).alias("lifetime_spend"),
-        "_pdays",
+        F.filter(F.coalesce("_all_pdays", F.array().cast("array<date>")), lambda d: d < S).alias("_pdays"),
     ).withColumn(
         "mean_order_value",
         F.when(F.col("lifetime_orders") > 0, F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0),
