@@ -63,7 +63,33 @@ def model(runs, cores: int, cluster_cores, ranks: int) -> str:
     )
     peak = [r["weekly"]["peak_rss_gb"] for r in runs]
     lines += ["", "peak process-tree RSS (GB): " + ", ".join(f"{u:,} users {p}" for u, p in zip(users, peak))]
+    lines += ["", "| table | users | rows | bytes | bytes per row | bytes per user | projected at 100 M users |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for r in runs:
+        for table in ("features", "churn_risk"):
+            size, rows = table_footprint(REPO / "work" / "bench" / f"scale-u{r['users']}" / "tables" / table)
+            if rows:
+                per_user = size / r["users"]
+                lines.append(
+                    f"| {table} | {r['users']:,} | {rows:,} | {size:,} | {size / rows:.0f} | {per_user:.0f} |"
+                    f" {per_user * TARGETS[-1] / 1e9:.0f} GB |"
+                )
     return "\n".join(lines)
+
+
+def table_footprint(path: Path) -> tuple[int, int]:
+    """(bytes, rows) of the live files of a Delta table, from its JSON commits (add and remove actions; the row
+    counts are the writer's per-file statistics). (0, 0) when there is no table."""
+    live: dict = {}
+    for commit in sorted((path / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                add = action["add"]
+                live[add["path"]] = (add["size"], json.loads(add.get("stats") or "{}").get("numRecords", 0))
+            elif "remove" in action:
+                live.pop(action["remove"]["path"], None)
+    return sum(v[0] for v in live.values()), sum(v[1] for v in live.values())
 
 
 if __name__ == "__main__":
