@@ -90,10 +90,12 @@ if __name__ == "__main__":
     p.add_argument("--users", type=int, nargs="+", default=[6000])
     p.add_argument("--interval", type=float, default=1.0, help="RSS sampling period in seconds")
     a = p.parse_args()
-    results = [one_size(u, a.interval) for u in a.users]
     out = REPO / "work" / "bench" / "scale.json"  # benchmarks/capacity.py fits its model to these
-    previous = {r["users"]: r for r in json.loads(out.read_text())} if out.is_file() else {}
-    previous.update({r["users"]: r for r in results})
-    out.write_text(json.dumps(sorted(previous.values(), key=lambda r: r["users"]), indent=1))
+    results = []
+    for u in a.users:  # saved after every size: a run killed at the largest size keeps the smaller ones
+        results.append(one_size(u, a.interval))
+        previous = {r["users"]: r for r in json.loads(out.read_text())} if out.is_file() else {}
+        previous.update({r["users"]: r for r in results})
+        out.write_text(json.dumps(sorted(previous.values(), key=lambda r: r["users"]), indent=1))
     print(json.dumps(results, indent=1))
     sys.exit(max(r["weekly"]["rc"] for r in results))
