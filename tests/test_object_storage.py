@@ -85,8 +85,7 @@ def test_weekly_on_s3_survives_a_lost_rank_and_leaves_everything_in_the_bucket(s
     work = f"{bucket}/work"
     small = [x for s in WEEKLY_SMALL if not s.startswith("training.epochs") for x in ("--set", s)]
     args = ["weekly", *_common(work, s3), *small, "--run-date", RUN.isoformat()]
-    # enough epochs that rank 1 is still training after the first checkpoint; the rerun resumes for the rest
-    args += ["--set", "training.epochs=8", "--set", "training.patience=8", "--set", "training.timeout_s=300"]
+    args += ["--set", "training.epochs=12", "--set", "training.patience=12", "--set", "training.timeout_s=300"]
 
     killed = []
 
