@@ -78,18 +78,15 @@ def model(runs, cores: int, cluster_cores, ranks: int) -> str:
 
 
 def table_footprint(path: Path) -> tuple[int, int]:
-    """(bytes, rows) of the live files of a Delta table, from its JSON commits (add and remove actions; the row
-    counts are the writer's per-file statistics). (0, 0) when there is no table."""
-    live: dict = {}
-    for commit in sorted((path / "_delta_log").glob("*.json")):
-        for line in commit.read_text().splitlines():
-            action = json.loads(line)
-            if "add" in action:
-                add = action["add"]
-                live[add["path"]] = (add["size"], json.loads(add.get("stats") or "{}").get("numRecords", 0))
-            elif "remove" in action:
-                live.pop(action["remove"]["path"], None)
-    return sum(v[0] for v in live.values()), sum(v[1] for v in live.values())
+    """(bytes, rows) of the live files of a Delta table (the project's Spark-free log replay, checkpoints
+    included; the row counts are the writer's per-file statistics). (0, 0) when there is no table."""
+    from churn_spark.delta_reader import replay
+
+    if not (path / "_delta_log").is_dir():
+        return 0, 0
+    live = replay(str(path / "_delta_log")).live.values()
+    stats = [s if isinstance(s, dict) else json.loads(s or "{}") for s in (a.get("stats") for a in live)]
+    return sum(int(a["size"]) for a in live), sum(int(s.get("numRecords", 0)) for s in stats)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,11 @@ def _python_model_class():
             self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            import numpy as np
-
             from churn_spark.predict import probabilities
 
             b = self.bundle
-            rows = model_input.copy()
-            for column in ("sequence", "long_sequence"):
-                if column in rows:
-                    rows[column] = [np.asarray(s, dtype=np.float64) for s in rows[column]]
-            raw, p = probabilities(b, rows, b.stats.inputs(rows))
+            # sequences as lists or arrays: preprocess.raw_matrix takes either
+            raw, p = probabilities(b, model_input, b.stats.inputs(model_input))
             return pd.DataFrame({"churn_probability": p, "raw_score": raw})
 
     return ChurnModel
