@@ -203,11 +203,7 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
                 f"map it with key 'sources.{name}.columns.{canon}' in {cfg.origin_of('sources', name, 'columns')}"
             )
     fields = {f.name: f.dataType for f in raw.schema.fields}
-    data_cols = [c for c in raw.columns if c != CORRUPT]
-    raw_json = F.to_json(F.struct(*[F.col(f"`{c}`") for c in data_cols]))
-    if CORRUPT in present:
-        raw_json = F.coalesce(F.col(CORRUPT), raw_json)
-    out = {"_raw": raw_json}
+    out: Dict[str, Column] = {}
     reasons: List[tuple[Column, str]] = []
     if CORRUPT in present:
         reasons.append((F.col(CORRUPT).isNotNull(), "malformed_row"))
@@ -270,16 +266,21 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     # exact duplicates of a good row: keep the first copy, quarantine the others. Copies are found by the source
     # columns themselves (not their JSON), and the JSON is kept only for the rows that go to quarantine: good rows
     # never carry a text copy of themselves through the shuffle and the cache.
+    # The reason is computed in one projection and the JSON in the next, as ``when(reason IS NOT NULL, ...)`` of the
+    # reason *column*: the optimizer does not merge the two (the reason expression is used twice and not cheap), so
+    # to_json runs for quarantined rows only instead of for every row of the source.
     copy = F.row_number().over(Window.partitionBy(*_identity(raw, fields)).orderBy(F.lit(1)))
     ided = raw.withColumn(DUP, copy > 1)
     final = F.when(reason.isNull() & F.col(DUP), F.lit("exact_duplicate")).otherwise(reason)
-    cols = {k: c for k, c in out.items() if k != "_raw"}
-    df = ided.select(*[c.alias(k) for k, c in cols.items()], final.alias("reason"), raw_json.alias("_json"))
-    df = df.withColumn("_raw", F.when(F.col("reason").isNotNull(), F.col("_json")))
-    return df.select(*out.keys(), "reason")
+    kept = [F.col(f"`{c}`").alias(RAW + c) for c in raw.columns]  # the source row, under names that cannot clash
+    df = ided.select(*[c.alias(k) for k, c in out.items()], final.alias("reason"), *kept)
+    data = F.to_json(F.struct(*[F.col(f"`{RAW + c}`").alias(c) for c in raw.columns if c != CORRUPT]))
+    raw_json = F.coalesce(F.col(f"`{RAW + CORRUPT}`"), data) if CORRUPT in present else data
+    return df.select(F.when(F.col("reason").isNotNull(), raw_json).alias("_raw"), *out.keys(), "reason")
 
 
 DUP = "__churn_spark_copy"  # a column name no source will have
+RAW = "__churn_spark_raw__"  # prefix of the source columns carried to the JSON of quarantined rows
 
 
 def _identity(raw: DataFrame, fields: Dict[str, T.DataType]) -> List[Column]:

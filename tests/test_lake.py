@@ -1,12 +1,13 @@
 """Ingest and validation: every reason code, the accounting identity, thresholds and clear errors."""
 
 import datetime as dt
+import json
 
 import pytest
 from conftest import make_config
 
 from churn_spark.config import ConfigError
-from churn_spark.lake import BadInputError, ingest, write_quarantine
+from churn_spark.lake import BadInputError, canonicalize, ingest, read_source, write_quarantine
 
 CLOCK = dt.date(2026, 6, 1)
 
@@ -101,6 +102,44 @@ def test_csv_malformed_lines_bad_types_and_timestamp_formats(spark, tmp_path):
     assert c.used == 1 and c.balanced
     got = res.tables["orders"].first()
     assert got.ts == dt.datetime(2026, 5, 1, 10, 0)
+
+
+def test_quarantined_rows_keep_their_source_row_and_only_they_are_turned_into_json(spark, tmp_path):
+    """raw_row is the source row as read (its own column names, also where they equal canonical ones; a malformed CSV
+    line as written), good rows carry none, and the plan builds JSON only under ``reason IS NOT NULL``."""
+    cfg = _orders_only(tmp_path, "sources.orders.format=csv", "validation.max_bad_fraction=0.9")
+    d = tmp_path / "lake" / "orders"
+    d.mkdir(parents=True)
+    (d / "part-0.csv").write_text(
+        "order_id,user_id,order_ts,amount,n_items,status\n"
+        "1,u1,2026-05-01 10:00:00,10.0,1,completed\n"
+        "2,u1,2026-05-02 10:00:00,-4.5,1,completed\n"  # negative_amount
+        "3,u1\n"  # malformed
+    )
+
+    def projections(node):
+        if node.getClass().getSimpleName() == "Project":
+            exprs = node.projectList()
+            yield from (exprs.apply(i).toString() for i in range(exprs.size()))
+        children = node.children()
+        for i in range(children.size()):
+            yield from projections(children.apply(i))
+
+    plan = canonicalize(read_source(spark, cfg, "orders")[0], cfg, "orders", CLOCK)._jdf.queryExecution()
+    with_json = [e for e in projections(plan.optimizedPlan()) if "to_json(" in e]
+    res = ingest(spark, cfg, "r", CLOCK)
+    got = {r.reason: r._raw for r in res.cached[0].collect()}
+    assert got[None] is None
+    assert json.loads(got["negative_amount"]) == {
+        "order_id": "2",
+        "user_id": "u1",
+        "order_ts": "2026-05-02 10:00:00",
+        "amount": "-4.5",
+        "n_items": "1",
+        "status": "completed",
+    }
+    assert got["malformed_row"] == "3,u1"
+    assert with_json and all(e.startswith("CASE WHEN isnotnull(reason") for e in with_json), with_json
 
 
 def test_naive_timestamps_use_the_source_timezone_and_aware_ones_keep_their_offset(spark, tmp_path):
