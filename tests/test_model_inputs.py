@@ -89,8 +89,9 @@ def test_a_row_without_rhythm_columns_is_refused(missing):
 
 
 def test_training_statistics_equal_numpy_on_hand_made_rows(spark):
-    """Channel moments of both sequences (flat, time-major: position i is channel i % C) and the static moments,
-    computed in one Spark pass, equal a direct numpy computation; negatives count as 0 like the model's input."""
+    """Channel moments of both sequences (flat, time-major: position i is channel i % C; summed per Arrow batch, the
+    batches added by Spark) and the static moments equal a direct numpy computation over all rows at once;
+    negatives count as 0 like the model's input."""
     from churn_spark.preprocess import compute_stats
 
     rows = [
@@ -99,7 +100,8 @@ def test_training_statistics_equal_numpy_on_hand_made_rows(spark):
         _row(sequence=[2.0, 2.0, 2.0, 2.0, 2.0, 2.0], long_sequence=[0.0, 0.0, 0.0, 0.0], lifetime_orders=12.0),
     ]
     pdf = pd.DataFrame(rows)
-    stats = compute_stats(spark.createDataFrame(pdf), ["a", "b"], 3, 7, long_buckets=2, long_bucket_days=30)
+    rows_df = spark.createDataFrame(pdf).repartition(3)  # several batches: their partial sums must add up
+    stats = compute_stats(rows_df, ["a", "b"], 3, 7, long_buckets=2, long_bucket_days=30)
 
     def moments(column):
         x = np.log1p(np.maximum(np.stack(pdf[column].to_list()), 0.0)).reshape(len(pdf), -1, 2)
@@ -116,3 +118,14 @@ def test_training_statistics_equal_numpy_on_hand_made_rows(spark):
     np.testing.assert_allclose(stats.static_mean[i], np.log1p(pdf["lifetime_orders"]).mean(), rtol=1e-12)
     np.testing.assert_allclose(stats.static_std[i], np.log1p(pdf["lifetime_orders"]).std(ddof=0), rtol=1e-9)
     assert stats.static_std[FEATURE_STATIC.index("gap_std_days")] == 1.0  # constant in training: not scaled
+
+
+def test_training_statistics_of_no_rows_are_neutral(spark):
+    """An empty training frame (a bug upstream, refused earlier by check_enough_data) still gives mean 0 and std 1,
+    never a division by zero."""
+    from churn_spark.preprocess import compute_stats
+
+    empty = spark.createDataFrame(pd.DataFrame([_row(sequence=[0.0] * 6, long_sequence=[0.0] * 4)])).limit(0)
+    stats = compute_stats(empty, ["a", "b"], 3, 7, long_buckets=2, long_bucket_days=30)
+    assert stats.seq_mean == [0.0, 0.0] and stats.seq_std == [1.0, 1.0]
+    assert stats.long_mean == [0.0, 0.0] and stats.long_std == [1.0, 1.0]
