@@ -16,9 +16,9 @@ import tempfile
 import numpy as np
 from common import RUN, config, ensure_lake, session, timed
 
-from churn_spark.feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC
+from churn_spark.feature_spec import MODEL_INPUT_COLUMNS
 
-ROW_INPUTS = ["sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
+ROW_INPUTS = MODEL_INPUT_COLUMNS
 
 
 def _best(fn, *a, runs: int = 2) -> float:

@@ -78,6 +78,8 @@ NUMERIC_STATIC = [
 RHYTHM_STATIC = ["purchase_days", "days_since_first_purchase", "gap_mean_days", "gap_std_days", "overdue_ratio"]
 FEATURE_STATIC = NUMERIC_STATIC + RHYTHM_STATIC  # every numeric static column of the feature table
 CATEGORICAL_STATIC = ["country", "channel"]
+# the feature-table columns a model (network, blend, reasons) reads: what training exports and scoring sends
+MODEL_INPUT_COLUMNS = ["sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
 
 
 def feature_contract(

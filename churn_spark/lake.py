@@ -264,11 +264,9 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     for cond, code in reversed(reasons):  # first matching reason wins
         reason = F.when(F.coalesce(cond, F.lit(False)), F.lit(code)).otherwise(reason)
     # exact duplicates of a good row: keep the first copy, quarantine the others. Copies are found by the source
-    # columns themselves (not their JSON), and the JSON is kept only for the rows that go to quarantine: good rows
-    # never carry a text copy of themselves through the shuffle and the cache.
-    # The reason is computed in one projection and the JSON in the next, as ``when(reason IS NOT NULL, ...)`` of the
-    # reason *column*: the optimizer does not merge the two (the reason expression is used twice and not cheap), so
-    # to_json runs for quarantined rows only instead of for every row of the source.
+    # columns themselves (not their JSON). The JSON is built only for quarantined rows: the reason is computed in
+    # one projection and the JSON in the next, under ``reason IS NOT NULL`` of the reason *column* (the optimizer
+    # keeps the two apart because the reason expression is used twice and is not cheap).
     copy = F.row_number().over(Window.partitionBy(*_identity(raw, fields)).orderBy(F.lit(1)))
     ided = raw.withColumn(DUP, copy > 1)
     final = F.when(reason.isNull() & F.col(DUP), F.lit("exact_duplicate")).otherwise(reason)

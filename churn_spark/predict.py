@@ -25,12 +25,10 @@ import pandas as pd
 
 from . import storage
 from .bundle import Bundle, load_bundle, local_copy, manifest_digest
-from .feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC
+from .feature_spec import MODEL_INPUT_COLUMNS
 from .reasons import ReasonSettings, reason_codes
 
 _CACHE: Dict[str, Bundle] = {}
-# every feature-table column a bundle (network, blend, reasons) may read
-MODEL_INPUTS = frozenset(["sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC])
 LOADS: Dict[str, int] = {}  # bundle reference -> loads in this process (checked by tests and benchmarks)
 
 
@@ -166,5 +164,5 @@ def score_frame(df, ref: str, keep: List[str], reasons: Optional[ReasonSettings]
     if reasons is not None:
         fields.append(T.StructField("top_reasons", T.ArrayType(T.StringType())))
     schema = T.StructType(fields)
-    sent = [c for c in df.columns if c in keep or c in MODEL_INPUTS]  # nothing else crosses into Python
+    sent = [c for c in df.columns if c in keep or c in MODEL_INPUT_COLUMNS]  # nothing else crosses into Python
     return df.select(*sent).mapInPandas(make_scorer(ref, keep, reasons), schema)

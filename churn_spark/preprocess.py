@@ -149,7 +149,7 @@ def compute_stats(
     long_buckets: int = 0,
     long_bucket_days: int = 0,
 ) -> FeatureStats:
-    """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — in Spark.
+    """Per-channel mean/std of log1p over all time steps, static mean/std and vocabularies — on the executors.
 
     With ``horizon_days`` the BG/NBD model is fitted on these (training) rows and its two inputs are added
     (:mod:`churn_spark.btyd_inputs`); the fit's summary is kept in ``btyd_fit``."""

@@ -15,9 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .feature_spec import (
-    CATEGORICAL_STATIC,
     EVENT_CHANNEL,
-    FEATURE_STATIC,
+    MODEL_INPUT_COLUMNS,
     RETURN_STATUSES,
     SEQUENCE_TYPE,
     channels_for,
@@ -195,9 +194,7 @@ def build_features(
         F.when(F.col("lifetime_orders") > 0, F.col("lifetime_spend") / F.col("lifetime_orders")).otherwise(0.0),
     )
     out = _with_users(_with_rhythm(out), tables.get("users"))
-    return out.select(
-        "user_id", "snapshot_date", "split", "label", "sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC
-    )
+    return out.select("user_id", "snapshot_date", "split", "label", *MODEL_INPUT_COLUMNS)
 
 
 def _bucket(k, n_buckets: int, bucket_days: int, older):

@@ -28,7 +28,7 @@ from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput, Transient
 from .evaluation import evaluate_models
-from .feature_spec import CATEGORICAL_STATIC, FEATURE_STATIC, channels_for
+from .feature_spec import MODEL_INPUT_COLUMNS, channels_for
 from .logs import LOG, step
 from .mlflow_model import save_pyfunc
 from .predict import ship_model
@@ -128,8 +128,7 @@ def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: in
 def export_split(df: DataFrame, path: str, n_files: int) -> List[str]:
     """Write a split as Parquet for the ranks; returns its files as absolute paths or URIs (ranks share no cwd and,
     on an object store, no mount: they read them through :mod:`churn_spark.storage`)."""
-    cols = ["user_id", "label", "sequence", "long_sequence", *FEATURE_STATIC, *CATEGORICAL_STATIC]
-    df.select(*cols).repartition(n_files).write.mode("overwrite").parquet(path)
+    df.select("user_id", "label", *MODEL_INPUT_COLUMNS).repartition(n_files).write.mode("overwrite").parquet(path)
     return storage.ls(storage.absolute(path), "part-*.parquet")
 
 
