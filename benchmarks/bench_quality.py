@@ -5,15 +5,18 @@
 For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), then one ``churn-spark weekly`` process
 with the local profile (plus ``conf/sparse.yaml`` for the sparse lake; each code version with its own profiles).
 The test-snapshot metrics of the shipped model, of the network alone and of ``lr_rfm`` come from that run's
-``metrics.json`` (all on the same test rows, never used for fitting or choosing). ``--before REV`` also runs the
-same commands with the code of git revision REV (a temporary worktree) on the same lakes, for the wall-time ratio
-and the before/after metrics; ``--now REV`` measures a revision instead of the working tree. Prints one JSON
-document.
+``metrics.json`` (all on the same test rows, never used for fitting or choosing). On the demo lake it also reports
+the *ceiling*: the ROC-AUC and log loss of each test user's true no-purchase probability given the generator's
+hidden parameters (:mod:`churn_spark.generator_truth`), the best any model can reach on those rows. ``--before REV``
+also runs the same commands with the code of git revision REV (a temporary worktree) on the same lakes, for the
+wall-time ratio and the before/after metrics; ``--now REV`` measures a revision instead of the working tree.
+Prints one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -23,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, RUN
+import pandas as pd
+from common import REPO, RUN, config, session
 
 CONF = REPO / "conf"
 METRICS = ("roc_auc", "log_loss", "pr_auc")
@@ -51,19 +55,21 @@ def lake(name: str, profile: str, users: int) -> Path:
 
 
 def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
-    """One weekly run on a copy of the lake with the code's own ``conf/<profile>.yaml`` files; its wall time and the
-    test metrics of metrics.json."""
+    """One weekly run on a copy of the lake with the code's own ``conf/<profile>.yaml`` files; its wall time, the
+    test metrics of metrics.json and (under ``_test``) the test snapshot and its users' labels."""
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     try:
         shutil.copytree(lake_dir, work / "lake")
         configs = [code / "conf" / f"{p}.yaml" for p in profiles]
         seconds = _cli(code, "weekly", configs, [f"work_dir={work}"], ["--run-date", RUN.isoformat()])
         m = json.loads((work / "runs" / RUN.isoformat() / "metrics.json").read_text())
+        labels = pd.read_csv(work / "runs" / RUN.isoformat() / "test_scores.csv", usecols=["user_id", "label"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     models = m["models"]
     shipped = m.get("shipped_model", "deep")
     out = {"wall_s": round(seconds, 1), "shipped_model": shipped}
+    out["_test"] = (dt.date.fromisoformat(m["snapshots"]["test"][0]), labels)
     for name in dict.fromkeys([shipped, "deep", "lr_rfm", "gbt"]):
         out[name] = {k: round(models[name][k], 4) for k in METRICS if k in models[name]}
     gain = models[shipped]
@@ -74,6 +80,25 @@ def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
     }
     out["model_selection"] = m.get("model_selection")
     return out
+
+
+def ceiling(users: int, test: tuple) -> dict:
+    """ROC-AUC and log loss of the demo lake's ground truth on a run's test rows: the test snapshot is R - H, so
+    its label window is [snapshot, R)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from churn_spark.generator import LakeSpec
+    from churn_spark.generator_truth import true_no_purchase
+
+    snapshot, labels = test
+    spark = session(config(users))
+    try:
+        truth = true_no_purchase(spark, LakeSpec(users=users, end_date=RUN, seed=42), snapshot, (RUN - snapshot).days)
+    finally:
+        spark.stop()
+    rows = labels.merge(truth, on="user_id", validate="one_to_one")
+    p = rows["p_no_purchase"].clip(1e-6, 1 - 1e-6)
+    return {"roc_auc": round(roc_auc_score(rows["label"], p), 4), "log_loss": round(log_loss(rows["label"], p), 4)}
 
 
 def _worktree(rev: str) -> Path:
@@ -103,10 +128,12 @@ def main() -> None:
     try:
         for name, (lake_dir, configs) in cases.items():
             result[name] = {"now": weekly(now, lake_dir, configs)}
-            print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
             if before is not None:
                 result[name]["before"] = weekly(before, lake_dir, configs)
                 result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
+            test = [r.pop("_test") for r in (result[name]["now"], result[name].get("before")) if r][0]
+            if name == "demo":  # the same test rows for both code versions; the sparse lake has no such truth yet
+                result[name]["ceiling"] = ceiling(a.demo_users, test)
             print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     finally:
         for tree in trees.values():

@@ -22,6 +22,9 @@ COUNTRIES = ["DE", "FR", "GB", "US", "PL", "ES", "NL", "IT"]
 CHANNELS = ["organic", "ads", "referral", "social"]
 EVENT_TYPES = ["view", "cart", "favorite", "search"]
 CATEGORIES = ["fashion", "home", "electronics", "beauty", "sports", "books", "toys", "grocery"]
+# an order's status: cancelled with CANCEL_P, else refunded with REFUND_P[declining], else completed
+CANCEL_P = 0.04
+REFUND_P = {True: 0.12, False: 0.03}
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ def users_frame(spark: SparkSession, spec: LakeSpec) -> DataFrame:
     )
 
 
-def _user_weeks(spark: SparkSession, spec: LakeSpec, users: DataFrame) -> DataFrame:
+def user_weeks(spark: SparkSession, spec: LakeSpec, users: DataFrame) -> DataFrame:
+    """One row per user and week since signup with the hidden state of that week (engagement, season, decline):
+    what the orders and events are drawn from, and what :mod:`churn_spark.generator_truth` reads."""
     weeks = spark.range(0, spec.weeks).withColumnRenamed("id", "week").withColumn("week", F.col("week").cast("int"))
     uw = users.crossJoin(F.broadcast(weeks)).where(F.col("week") >= F.col("signup_week"))
     start = F.lit(spec.start_date)
@@ -118,21 +123,26 @@ def _timestamp(spec: LakeSpec, stream: str, *parts) -> Column:
     return (F.col("week_start").cast("timestamp").cast("long") + secs).cast("timestamp")
 
 
+def order_mean() -> Column:
+    """Expected orders of a user week (a row of :func:`user_weeks`), the mean of its :func:`_count`."""
+    return F.col("rate") * F.col("engage") * F.col("season")
+
+
 def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
     """Return the four lake tables as lazy DataFrames (nothing is built on the driver)."""
     s = spec.seed
     users = users_frame(spark, spec)
-    uw = _user_weeks(spark, spec, users)
+    uw = user_weeks(spark, spec, users)
     uid, wk = F.col("uid"), F.col("week")
 
     # ---- orders --------------------------------------------------------------------------------------------
-    o_mean = F.col("rate") * F.col("engage") * F.col("season")
+    o_mean = order_mean()
     orders = (
         uw.withColumn("n", _count(o_mean, s, "orders", uid, wk))
         .where("n > 0")
         .withColumn("i", F.explode(F.sequence(F.lit(0), F.col("n") - 1)))
     )
-    refund_p = F.when(F.col("declining"), 0.12).otherwise(0.03)
+    refund_p = F.when(F.col("declining"), REFUND_P[True]).otherwise(REFUND_P[False])
     r = _u(s, "status", uid, wk, F.col("i"))
     orders = orders.select(
         (uid * 100_000 + wk * 100 + F.col("i")).alias("order_id"),
@@ -140,7 +150,10 @@ def generate(spark: SparkSession, spec: LakeSpec) -> dict[str, DataFrame]:
         _timestamp(spec, "ots", uid, wk, F.col("i")).alias("order_ts"),
         F.round(F.col("aov") * F.exp(0.4 * _normal(s, "amt", uid, wk, F.col("i"))), 2).alias("amount"),
         (1 + F.floor(_u(s, "items", uid, wk, F.col("i")) * 4)).cast("int").alias("n_items"),
-        F.when(r < 0.04, "cancelled").when(r < 0.04 + refund_p, "refunded").otherwise("completed").alias("status"),
+        F.when(r < CANCEL_P, "cancelled")
+        .when(r < CANCEL_P + refund_p, "refunded")
+        .otherwise("completed")
+        .alias("status"),
         F.col("declining"),
     )
 
