@@ -5,7 +5,7 @@
 For each lake: ``churn-spark generate-lake`` (once, cached under work/bench), then one ``churn-spark weekly`` process
 with the local profile (plus ``conf/sparse.yaml`` for the sparse lake; each code version with its own profiles).
 The test-snapshot metrics of the shipped model, of the network alone and of ``lr_rfm`` come from that run's
-``metrics.json`` (all on the same test rows, never used for fitting or choosing). On the demo lake it also reports
+``metrics.json`` (all on the same test rows, never used for fitting or choosing). On both lakes it also reports
 the *ceiling*: the ROC-AUC and log loss of each test user's true no-purchase probability given the generator's
 hidden parameters (:mod:`churn_spark.generator_truth`), the best any model can reach on those rows. ``--before REV``
 also runs the same commands with the code of git revision REV (a temporary worktree) on the same lakes, for the
@@ -82,20 +82,25 @@ def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
     return out
 
 
-def ceiling(users: int, test: tuple) -> dict:
-    """ROC-AUC and log loss of the demo lake's ground truth on a run's test rows: the test snapshot is R - H, so
-    its label window is [snapshot, R)."""
+def ceiling(profile: str, users: int, test: tuple) -> dict:
+    """ROC-AUC and log loss of the lake's ground truth on a run's test rows: the test snapshot is R - H, so its
+    label window is [snapshot, R)."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     from churn_spark.generator import LakeSpec
-    from churn_spark.generator_truth import true_no_purchase
+    from churn_spark.generator_sparse import SparseSpec
+    from churn_spark.generator_truth import sparse_true_no_purchase, true_no_purchase
 
     snapshot, labels = test
-    spark = session(config(users))
-    try:
-        truth = true_no_purchase(spark, LakeSpec(users=users, end_date=RUN, seed=42), snapshot, (RUN - snapshot).days)
-    finally:
-        spark.stop()
+    days = (RUN - snapshot).days
+    if profile == "sparse":
+        truth = sparse_true_no_purchase(SparseSpec(users=users, end_date=RUN, seed=42), snapshot, days)
+    else:
+        spark = session(config(users))
+        try:
+            truth = true_no_purchase(spark, LakeSpec(users=users, end_date=RUN, seed=42), snapshot, days)
+        finally:
+            spark.stop()
     rows = labels.merge(truth, on="user_id", validate="one_to_one")
     p = rows["p_no_purchase"].clip(1e-6, 1 - 1e-6)
     return {"roc_auc": round(roc_auc_score(rows["label"], p), 4), "log_loss": round(log_loss(rows["label"], p), 4)}
@@ -132,8 +137,8 @@ def main() -> None:
                 result[name]["before"] = weekly(before, lake_dir, configs)
                 result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
             test = [r.pop("_test") for r in (result[name]["now"], result[name].get("before")) if r][0]
-            if name == "demo":  # the same test rows for both code versions; the sparse lake has no such truth yet
-                result[name]["ceiling"] = ceiling(a.demo_users, test)
+            # the same test rows for both code versions
+            result[name]["ceiling"] = ceiling(name, a.sparse_users if name == "sparse" else a.demo_users, test)
             print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     finally:
         for tree in trees.values():

@@ -39,6 +39,10 @@ STATUSES = np.array([PURCHASE, REFUNDED, CANCELLED])
 BLOCK = 50_000  # customers per generator block: the unit of reproducibility and of Spark parallelism
 MAX_ORDERS = 10_000  # order_id = user_id * MAX_ORDERS + the customer's order number (rates are capped below it)
 RAW_SCHEMA = "order_id long, user_id long, ts_s long, amount double, n_items int, status string"
+RAW_COLUMNS = [c.split()[0] for c in RAW_SCHEMA.split(", ")]
+# hidden columns of simulate_block (never written): the customer stayed after this order, their purchase rate per
+# day and their dropout probability; churn_spark.generator_truth turns them into true churn probabilities
+HIDDEN = ["stays", "rate", "dropout"]
 DAY_S = 86_400
 
 
@@ -110,9 +114,11 @@ def _next_purchase(
 
 
 def simulate_block(spec: SparseSpec, block: int) -> pd.DataFrame:
-    """All orders of one block of customers, including the hidden ``horizon_days`` after the end date.
+    """All orders of one block of customers, including the hidden ``horizon_days`` after the end date, with the
+    :data:`HIDDEN` columns.
 
-    The hidden tail is never written to the lake; it only lets :func:`lake_shape` report churn at the end date.
+    The hidden tail and columns are never written to the lake; they only let :func:`lake_shape` report churn at the
+    end date and :mod:`churn_spark.generator_truth` compute true churn probabilities.
     """
     rng = np.random.default_rng([spec.seed, block])
     first = block * BLOCK
@@ -130,13 +136,13 @@ def simulate_block(spec: SparseSpec, block: int) -> pd.DataFrame:
     lift = 1 + spec.holiday_purchase * holiday
 
     status_p = [1 - spec.refund_share - spec.cancel_share, spec.refund_share, spec.cancel_share]
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]] = []
     who, number = np.arange(n), 0
     while who.size:  # one round = every still-alive customer's next purchase
         status = rng.choice(len(STATUSES), size=who.size, p=status_p)
-        parts.append((who, t, status, number))
         stay = (1 - dropout[who]) * np.where(status == 0, 1.0, spec.bad_order_stay)
         alive = rng.random(who.size) < stay
+        parts.append((who, t, status, number, alive))
         who, t = who[alive], t[alive]
         t = _next_purchase(rng, t, rate[who], lift, until)
         who, t = who[t < until], t[t < until]
@@ -158,6 +164,9 @@ def simulate_block(spec: SparseSpec, block: int) -> pd.DataFrame:
             "amount": np.maximum(np.round(amount, 2), 0.5),
             "n_items": items.astype(np.int32),
             "status": STATUSES[status],
+            "stays": np.concatenate([p[4] for p in parts]),
+            "rate": rate[who],
+            "dropout": dropout[who],
         }
     )
     return out.sort_values("order_id", ignore_index=True)
@@ -181,7 +190,7 @@ def _lake_blocks(spec: SparseSpec, blocks: Iterator[pd.DataFrame]) -> Iterator[p
     """mapInPandas body: simulate the blocks whose ids arrive, keep what the lake holds."""
     for frame in blocks:
         for block in frame["id"]:
-            yield lake_rows(simulate_block(spec, int(block)), spec)
+            yield lake_rows(simulate_block(spec, int(block)), spec)[RAW_COLUMNS]
 
 
 def orders_frame(spark: SparkSession, spec: SparseSpec) -> DataFrame:

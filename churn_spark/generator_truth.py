@@ -1,4 +1,4 @@
-"""The demo lake's ground truth: each user's true probability of no purchase in a label window.
+"""The generated lakes' ground truth: each user's true probability of no purchase in a label window.
 
 Why: a model's ROC-AUC on the demo lake only means something next to what is reachable there. The generator draws
 every order from hidden per-user parameters (purchase rate, when a decline starts and how long it lasts, the
@@ -8,13 +8,17 @@ future orders are independent draws given the parameters (:func:`churn_spark.gen
 it even knows a decline that starts inside the window, which no history can show. Its ROC-AUC on a run's test rows
 is therefore an upper bound (the "ceiling") for every model of that run, reported by ``benchmarks/bench_quality.py``.
 
-The hidden rows come from Spark with the generator's own expressions (:func:`churn_spark.generator.user_weeks`,
+The sparse profile's truth (:func:`sparse_true_no_purchase`) follows the same idea for its buy-till-you-die
+process, from :func:`churn_spark.generator_sparse.simulate`'s hidden columns, in numpy like that generator.
+
+The demo's hidden rows come from Spark with the generator's own expressions (:func:`churn_spark.generator.user_weeks`,
 :func:`churn_spark.generator.order_mean`); only the count distribution's zero probability, which needs the normal
 CDF that Spark SQL lacks, is evaluated in numpy on the few (user, week) rows that overlap the window.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from typing import Sequence
 
@@ -25,6 +29,7 @@ from pyspark.sql import functions as F
 from scipy.stats import norm
 
 from .generator import CANCEL_P, REFUND_P, LakeSpec, order_mean, user_weeks, users_frame
+from .generator_sparse import SparseSpec, _holidays, simulate
 
 MAX_ORDERS_PER_WEEK = 80  # the rounded normal's support is summed up to here (means stay far below)
 
@@ -75,3 +80,31 @@ def true_no_purchase(
     per_user = rows.groupby("user_id")["p"].prod()
     users = pd.Index(np.arange(spec.users), name="user_id")
     return per_user.reindex(users, fill_value=1.0).rename("p_no_purchase").reset_index()
+
+
+def sparse_true_no_purchase(spec: SparseSpec, start: dt.date, days: int) -> pd.DataFrame:
+    """``user_id`` and ``p_no_purchase`` for every customer with an order before ``start``: the true probability of
+    no completed order in ``[start, start + days)`` given their hidden rate, dropout probability and whether they
+    were still alive after their last order before ``start``.
+
+    An alive customer's orders arrive as a Poisson process of rate ``rate x lift(day)`` (memoryless, so the time
+    before ``start`` does not matter). Each order is completed with probability q (the label is then 0); otherwise
+    the customer stays with probability s = (1 - dropout) x bad_order_stay and the process goes on, or leaves. The
+    arrivals that end the story (completed, or bad and gone) are a Poisson process with mass ``m = L (1 - (1-q) s)``
+    over the window (``L`` = rate x the lift summed over its days), so
+    P(no purchase) = exp(-m) + (1 - exp(-m)) (1 - q)(1 - s) / (1 - (1 - q) s).
+    """
+    orders = simulate(spec)
+    start_s = calendar.timegm(start.timetuple())
+    last = orders[orders["ts_s"] < start_s].sort_values("order_id").groupby("user_id").tail(1)
+    first_day = (start - spec.start_date).days
+    lift = 1 + spec.holiday_purchase * _holidays(spec, first_day + days)[first_day:]
+    q = 1 - spec.refund_share - spec.cancel_share  # the chance an order is completed: a purchase
+    stay_bad = (1 - last["dropout"].to_numpy()) * spec.bad_order_stay
+    ending = 1 - (1 - q) * stay_bad
+    m = last["rate"].to_numpy() * lift.sum() * ending
+    none_if_alive = np.exp(-m) + (1 - np.exp(-m)) * (1 - q) * (1 - stay_bad) / ending
+    p = np.where(last["stays"].to_numpy(bool), none_if_alive, 1.0)
+    return pd.DataFrame({"user_id": last["user_id"].to_numpy(), "p_no_purchase": p}).sort_values(
+        "user_id", ignore_index=True
+    )
