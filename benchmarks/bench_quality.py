@@ -54,9 +54,9 @@ def lake(name: str, profile: str, users: int) -> Path:
     return root / "lake"
 
 
-def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
-    """One weekly run on a copy of the lake with the code's own ``conf/<profile>.yaml`` files; its wall time, the
-    test metrics of metrics.json and (under ``_test``) the test snapshot and its users' labels."""
+def weekly(code: Path, lake_dir: Path, profiles: list) -> tuple:
+    """One weekly run on a copy of the lake with the code's own ``conf/<profile>.yaml`` files: (its wall time and
+    the test metrics of metrics.json, (the test snapshot, its users' labels))."""
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     try:
         shutil.copytree(lake_dir, work / "lake")
@@ -69,7 +69,6 @@ def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
     models = m["models"]
     shipped = m.get("shipped_model", "deep")
     out = {"wall_s": round(seconds, 1), "shipped_model": shipped}
-    out["_test"] = (dt.date.fromisoformat(m["snapshots"]["test"][0]), labels)
     for name in dict.fromkeys([shipped, "deep", "lr_rfm", "gbt"]):
         out[name] = {k: round(models[name][k], 4) for k in METRICS if k in models[name]}
     gain = models[shipped]
@@ -79,7 +78,7 @@ def weekly(code: Path, lake_dir: Path, profiles: list) -> dict:
         "log_loss": round(gain["log_loss"] - models["lr_rfm"]["log_loss"], 4),
     }
     out["model_selection"] = m.get("model_selection")
-    return out
+    return out, (dt.date.fromisoformat(m["snapshots"]["test"][0]), labels)
 
 
 def ceiling(profile: str, users: int, test: tuple) -> dict:
@@ -132,12 +131,11 @@ def main() -> None:
     result["code"] = {"now": a.now or "working tree", "before": a.before}
     try:
         for name, (lake_dir, configs) in cases.items():
-            result[name] = {"now": weekly(now, lake_dir, configs)}
+            now_metrics, test = weekly(now, lake_dir, configs)  # the same test rows for both code versions
+            result[name] = {"now": now_metrics}
             if before is not None:
-                result[name]["before"] = weekly(before, lake_dir, configs)
+                result[name]["before"] = weekly(before, lake_dir, configs)[0]
                 result[name]["wall_ratio"] = round(result[name]["now"]["wall_s"] / result[name]["before"]["wall_s"], 2)
-            test = [r.pop("_test") for r in (result[name]["now"], result[name].get("before")) if r][0]
-            # the same test rows for both code versions
             result[name]["ceiling"] = ceiling(name, a.sparse_users if name == "sparse" else a.demo_users, test)
             print(json.dumps({name: result[name]}), file=sys.stderr, flush=True)
     finally:

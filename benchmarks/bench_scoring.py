@@ -19,7 +19,6 @@ from common import RUN, config, ensure_lake, session, timed
 
 from churn_spark.feature_spec import MODEL_INPUT_COLUMNS
 
-ROW_INPUTS = MODEL_INPUT_COLUMNS
 ROUNDS = 3  # interleaved (raw predict, pandas UDF) pairs on the large frame; the median pair is the headline
 
 
@@ -129,22 +128,21 @@ def main(users: int = 3000, replicate: int = 30, copies: int = 10) -> dict:
         rounds.append((t_raw_big, t_udf_big))
     big.unpersist()
     tiled.clear()
-    ratios = sorted(r / u for r, u in rounds)
-    t_raw_big, t_udf_big = rounds[[r / u for r, u in rounds].index(ratios[len(ratios) // 2])]
+    t_raw_big, t_udf_big = sorted(rounds, key=lambda pair: pair[0] / pair[1])[len(rounds) // 2]  # the median round
 
     # 3. row-at-a-time Python UDF (one model call per user)
     def one(seq, *statics):
         import pandas as pd
 
         bb = get_bundle(ref)
-        row = pd.DataFrame([dict(zip(ROW_INPUTS, [seq, *statics]))])
+        row = pd.DataFrame([dict(zip(MODEL_INPUT_COLUMNS, [seq, *statics]))])
         return float(raw_probability(bb, bb.stats.inputs(row))[0])
 
     row_udf = F.udf(one, T.DoubleType())
     sample = rows.limit(min(n, 2000))
     n_row = sample.count()
-    sample.select(row_udf(*ROW_INPUTS).alias("p")).limit(10).collect()
-    _, t_row = timed(lambda: sample.select(row_udf(*ROW_INPUTS).alias("p")).agg(F.sum("p")).first())
+    sample.select(row_udf(*MODEL_INPUT_COLUMNS).alias("p")).limit(10).collect()
+    _, t_row = timed(lambda: sample.select(row_udf(*MODEL_INPUT_COLUMNS).alias("p")).agg(F.sum("p")).first())
     out = {
         "rows": n_big,
         "raw_predict_users_per_s": round(n_big / t_raw_big),

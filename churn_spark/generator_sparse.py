@@ -93,6 +93,11 @@ def _holidays(spec: SparseSpec, n_days: int) -> np.ndarray:
     return (((month == 11) & (dom >= 20)) | ((month == 12) & (dom <= 24))).astype(float)
 
 
+def purchase_lift(spec: SparseSpec, n_days: int) -> np.ndarray:
+    """The purchase-rate multiplier of alive customers on day 0 .. n_days-1 since the start (the pre-Christmas peak)."""
+    return 1 + spec.holiday_purchase * _holidays(spec, n_days)
+
+
 def _next_purchase(
     rng: np.random.Generator, t: np.ndarray, rate: np.ndarray, lift: np.ndarray, until: float
 ) -> np.ndarray:
@@ -133,7 +138,7 @@ def simulate_block(spec: SparseSpec, block: int) -> pd.DataFrame:
     dropout = rng.beta(spec.dropout_a, spec.dropout_b, n)
     price = spec.price_median * rng.lognormal(0.0, spec.price_sigma, n)
     extra_items = rng.gamma(1.0, spec.extra_items_mean, n)
-    lift = 1 + spec.holiday_purchase * holiday
+    lift = purchase_lift(spec, history + spec.horizon_days)
 
     status_p = [1 - spec.refund_share - spec.cancel_share, spec.refund_share, spec.cancel_share]
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]] = []

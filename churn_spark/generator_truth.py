@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from scipy.stats import norm
 
 from .generator import CANCEL_P, REFUND_P, LakeSpec, order_mean, user_weeks, users_frame
-from .generator_sparse import SparseSpec, _holidays, simulate
+from .generator_sparse import SparseSpec, purchase_lift, simulate
 
 MAX_ORDERS_PER_WEEK = 80  # the rounded normal's support is summed up to here (means stay far below)
 
@@ -98,7 +98,7 @@ def sparse_true_no_purchase(spec: SparseSpec, start: dt.date, days: int) -> pd.D
     start_s = calendar.timegm(start.timetuple())
     last = orders[orders["ts_s"] < start_s].sort_values("order_id").groupby("user_id").tail(1)
     first_day = (start - spec.start_date).days
-    lift = 1 + spec.holiday_purchase * _holidays(spec, first_day + days)[first_day:]
+    lift = purchase_lift(spec, first_day + days)[first_day:]
     q = 1 - spec.refund_share - spec.cancel_share  # the chance an order is completed: a purchase
     stay_bad = (1 - last["dropout"].to_numpy()) * spec.bad_order_stay
     ending = 1 - (1 - q) * stay_bad
