@@ -126,6 +126,19 @@ def test_hand_made_edge_cases_match_reference(spark):
     assert "browser" not in set(got.user_id)
 
 
+def test_users_cut_by_arrow_batches_match_reference(spark):
+    """The numpy kernel reads a partition in Arrow batches: a user whose days a batch boundary cuts is one user."""
+    pdfs = hand_made()
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "2")  # every user with more than two active days is cut
+    try:
+        got = _spark_features(spark, pdfs)
+    finally:
+        spark.conf.set(key, before)
+    assert_same(got, build_reference(_reference_input(pdfs), PLAN, **KW))
+
+
 def test_orders_only_lake_drops_other_channels(spark):
     pdfs = {"orders": hand_made()["orders"]}
     got = _spark_features(spark, pdfs)

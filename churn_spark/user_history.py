@@ -1,0 +1,247 @@
+"""Feature rows from each user's daily activity: numpy over Arrow batches, run by Spark with ``mapInArrow``.
+
+Why not Spark SQL aggregations: every snapshot needs the user's whole history before it (lifetime statistics,
+purchase rhythm) plus the buckets of its window, so a relational plan copies each (user, day) row once per snapshot
+and aggregates the copies in two levels — seven copies of every day for a default run, most of the feature build's
+time. Here each partition's daily rows arrive sorted by (user, day) and every snapshot's buckets, sums, first/last
+days and gaps are filled with ``np.bincount`` and ``ufunc.at`` over the whole batch at once; a user's rows are
+never split between two computations (the rows of the batch's last user wait for the next batch). Memory per task
+is one Arrow batch plus one user's history.
+
+The contract is :mod:`churn_spark.feature_spec`; ``tests/test_sequences.py`` checks this against the pandas oracle
+(:mod:`churn_spark.reference`), and ``benchmarks/bench_polars.py`` against an independent Polars implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+# the per-(user, day) sums the Spark side computes: channel values plus ``any_order`` (orders of any status) and
+# ``rating_sum`` (for the bucket's mean rating)
+DAILY_SUMS = [
+    "orders",
+    "spend",
+    "items",
+    "returns",
+    "views",
+    "carts",
+    "favourites",
+    "searches",
+    "reviews",
+    "rating_sum",
+    "any_order",
+]
+RHYTHM_AND_LIFETIME = [
+    "days_since_last_order",
+    "days_since_last_event",
+    "lifetime_orders",
+    "lifetime_spend",
+    "mean_order_value",
+    "purchase_days",
+    "days_since_first_purchase",
+    "gap_mean_days",
+    "gap_std_days",
+    "overdue_ratio",
+]
+# what :func:`feature_batches` yields; ``snapshot_day`` and ``first_order_day`` are days since 1970-01-01
+OUTPUT_SCHEMA = ", ".join(
+    [
+        "user_id string",
+        "snapshot_day int",
+        "split string",
+        "label double",
+        "sequence array<float>",
+        "long_sequence array<float>",
+        "first_order_day int",
+        *[f"{c} double" for c in RHYTHM_AND_LIFETIME],
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything the kernel needs: the bucket grids, windows and the run's snapshots (day number, split, labelled)."""
+
+    channels: Tuple[str, ...]
+    n_buckets: int
+    bucket_days: int
+    long_buckets: int
+    long_bucket_days: int
+    lookback_days: int
+    horizon_days: int
+    churn_definition: str
+    snapshots: Tuple[Tuple[int, str, bool], ...]
+
+
+def feature_batches(layout: Layout, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: input rows (user_id, day, *DAILY_SUMS) sorted by (user_id, day) within the partition."""
+    carry: Dict[str, np.ndarray] | None = None
+    for batch in batches:
+        cols = {name: _numpy(batch.column(i)) for i, name in enumerate(batch.schema.names)}
+        if carry is not None:
+            cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
+        uid = cols["user_id"]
+        if len(uid) == 0:
+            continue
+        change = np.flatnonzero(uid[1:] != uid[:-1])
+        last_start = int(change[-1]) + 1 if len(change) else 0  # the batch's last user may go on in the next one
+        if last_start:
+            out = user_features(layout, {k: v[:last_start] for k, v in cols.items()})
+            if out.num_rows:
+                yield out
+        carry = {k: v[last_start:] for k, v in cols.items()}
+    if carry is not None and len(carry["user_id"]):
+        out = user_features(layout, carry)
+        if out.num_rows:
+            yield out
+
+
+def _numpy(col: pa.Array) -> np.ndarray:
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.to_numpy(zero_copy_only=False)
+    return col.to_numpy(zero_copy_only=False).astype(np.float64 if pa.types.is_floating(col.type) else np.int64)
+
+
+def user_features(layout: Layout, cols: Dict[str, np.ndarray]) -> pa.RecordBatch:
+    """Feature rows of every eligible (user, snapshot) for complete users' daily rows sorted by (user, day)."""
+    uid = cols["user_id"]
+    starts = np.r_[0, np.flatnonzero(uid[1:] != uid[:-1]) + 1]
+    n_users = len(starts)
+    u = np.repeat(np.arange(n_users), np.diff(np.r_[starts, len(uid)]))
+    parts = [
+        _snapshot_rows(layout, cols, u, n_users, snap, split, labelled) for snap, split, labelled in layout.snapshots
+    ]
+    parts = [(np.asarray(uid[starts][users]), snap, split, cols_) for users, snap, split, cols_ in parts if len(users)]
+    return _record_batch(layout, parts)
+
+
+def _snapshot_rows(layout: Layout, cols, u, n_users: int, snap: int, split: str, labelled: bool):
+    """(eligible user indices, snapshot, split, {column: values}) for one snapshot of a chunk of complete users."""
+    day = cols["day"]
+    k = snap - day
+    past = k >= 1
+    bought = cols["orders"] > 0
+    bought_past = past & bought
+    eligible = np.flatnonzero(_count(u[bought_past & (k <= layout.lookback_days)], n_users) > 0)
+    if not len(eligible):
+        return eligible, snap, split, {}
+    out: Dict[str, np.ndarray] = {
+        "sequence": _buckets(layout, cols, u, n_users, k, layout.n_buckets, layout.bucket_days),
+        "long_sequence": _buckets(layout, cols, u, n_users, k, layout.long_buckets, layout.long_bucket_days),
+    }
+    orders = _sum(u[past], cols["orders"][past], n_users)
+    spend = _sum(u[past], cols["spend"][past], n_users)
+    last_purchase = _extreme(np.maximum, u[bought_past], day[bought_past], n_users)
+    ordered_past = past & (cols["any_order"] > 0)  # an order of any status
+    out["first_order_day"] = _extreme(np.minimum, u[ordered_past], day[ordered_past], n_users)
+    out["days_since_last_order"] = snap - last_purchase
+    out["days_since_last_event"] = snap - _extreme(np.maximum, u[past], day[past], n_users)
+    out["lifetime_orders"], out["lifetime_spend"] = orders, spend
+    out["mean_order_value"] = np.divide(spend, orders, out=np.zeros(n_users), where=orders > 0)
+    out.update(_rhythm(u[bought_past], day[bought_past], n_users, snap, out["days_since_last_order"]))
+    future = (k <= 0) & (k > -layout.horizon_days)
+    if layout.churn_definition == "no_order":
+        churned = _sum(u[future], cols["orders"][future], n_users) == 0
+    else:
+        churned = _count(u[future], n_users) == 0
+    out["label"] = np.where(churned, 1.0, 0.0) if labelled else np.full(n_users, np.nan)
+    return eligible, snap, split, {name: v[eligible] for name, v in out.items()}
+
+
+def _buckets(layout: Layout, cols, u, n_users: int, k, n: int, width: int) -> np.ndarray:
+    """(users, n * channels) time-major bucket sums of the days 1..n*width before the snapshot (float64)."""
+    channels = layout.channels
+    if not n:
+        return np.zeros((n_users, 0))
+    inside = (k >= 1) & (k <= n * width)
+    idx = u[inside] * n + (n - 1 - (k[inside] - 1) // width)
+    size = n_users * n
+    out = np.empty((size, len(channels)))
+    for c, name in enumerate(channels):
+        if name == "active_days":  # one daily row per active day
+            out[:, c] = _count(idx, size)
+        elif name == "rating_mean":
+            reviews = _sum(idx, cols["reviews"][inside], size)
+            ratings = _sum(idx, cols["rating_sum"][inside], size)
+            out[:, c] = np.divide(ratings, reviews, out=np.zeros(size), where=reviews > 0)
+        else:
+            out[:, c] = _sum(idx, cols[name][inside], size)
+    return out.reshape(n_users, n * len(channels))
+
+
+def _rhythm(up, dp, n_users: int, snap: int, since_last) -> Dict[str, np.ndarray]:
+    """Purchase-rhythm statics from the purchase days ``dp`` of users ``up`` (sorted, one row per day)."""
+    n = _count(up, n_users)
+    same = up[1:] == up[:-1]
+    gaps, ug = np.diff(dp)[same].astype(np.float64), up[1:][same]
+    n_gaps = np.maximum(n - 1, 1)
+    mean = np.where(n >= 2, _sum(ug, gaps, n_users) / n_gaps, 0.0)
+    spread = np.sqrt(_sum(ug, (gaps - mean[ug]) ** 2, n_users) / n_gaps)
+    first = _extreme(np.minimum, up, dp, n_users)
+    return {
+        "purchase_days": n.astype(np.float64),
+        "days_since_first_purchase": snap - first,
+        "gap_mean_days": mean,
+        "gap_std_days": np.where(n >= 3, spread, 0.0),
+        "overdue_ratio": np.divide(since_last, mean, out=np.zeros(n_users), where=n >= 2),
+    }
+
+
+def _count(idx, size: int) -> np.ndarray:
+    return np.bincount(idx, minlength=size).astype(np.float64)
+
+
+def _sum(idx, weights, size: int) -> np.ndarray:
+    return np.bincount(idx, weights=weights, minlength=size) if len(idx) else np.zeros(size)
+
+
+def _extreme(ufunc, idx, values, size: int) -> np.ndarray:
+    """Per-index max or min of ``values`` as float64 (NaN where an index has none)."""
+    fill = -np.inf if ufunc is np.maximum else np.inf
+    out = np.full(size, fill)
+    ufunc.at(out, idx, values.astype(np.float64))
+    return np.where(np.isinf(out), np.nan, out)
+
+
+def _record_batch(layout: Layout, parts: List) -> pa.RecordBatch:
+    """One Arrow batch of :data:`OUTPUT_SCHEMA` from the per-snapshot parts."""
+    names = pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("snapshot_day", pa.int32()),
+            ("split", pa.string()),
+            ("label", pa.float64()),
+            ("sequence", pa.list_(pa.float32())),
+            ("long_sequence", pa.list_(pa.float32())),
+            ("first_order_day", pa.int32()),
+            *[(c, pa.float64()) for c in RHYTHM_AND_LIFETIME],
+        ]
+    )
+    if not parts:
+        return pa.RecordBatch.from_pylist([], schema=names)
+    cat = lambda name: np.concatenate([p[3][name] for p in parts])  # noqa: E731
+    rows = sum(len(p[0]) for p in parts)
+    label = cat("label")
+    first = cat("first_order_day")
+    arrays = [
+        pa.array(np.concatenate([p[0] for p in parts]), type=pa.string()),
+        pa.array(np.concatenate([np.full(len(p[0]), p[1], dtype=np.int32) for p in parts])),
+        pa.array(np.concatenate([np.full(len(p[0]), p[2], dtype=object) for p in parts]), type=pa.string()),
+        pa.array(label, mask=np.isnan(label)),
+        _lists(cat("sequence"), rows),
+        _lists(cat("long_sequence"), rows),
+        pa.array(np.nan_to_num(first).astype(np.int32), mask=np.isnan(first)),
+        *[pa.array(cat(c)) for c in RHYTHM_AND_LIFETIME],
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=names)
+
+
+def _lists(matrix: np.ndarray, rows: int) -> pa.ListArray:
+    """(rows, width) float64 sums -> list<float> rows, rounded to float32 once."""
+    width = matrix.shape[1] if matrix.ndim == 2 else 0
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.astype(np.float32).ravel()))
