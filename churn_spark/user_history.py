@@ -48,7 +48,19 @@ RHYTHM_AND_LIFETIME = [
     "overdue_ratio",
 ]
 # what :func:`feature_batches` yields; ``snapshot_day`` and ``first_order_day`` are days since 1970-01-01
-OUTPUT_SCHEMA = ", ".join(
+ARROW_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("snapshot_day", pa.int32()),
+        ("split", pa.string()),
+        ("label", pa.float64()),
+        ("sequence", pa.list_(pa.float32())),
+        ("long_sequence", pa.list_(pa.float32())),
+        ("first_order_day", pa.int32()),
+        *[(c, pa.float64()) for c in RHYTHM_AND_LIFETIME],
+    ]
+)
+OUTPUT_SCHEMA = ", ".join(  # the same, as the DDL string mapInArrow takes
     [
         "user_id string",
         "snapshot_day int",
@@ -116,7 +128,7 @@ def user_features(layout: Layout, cols: Dict[str, np.ndarray]) -> pa.RecordBatch
         _snapshot_rows(layout, cols, u, n_users, snap, split, labelled) for snap, split, labelled in layout.snapshots
     ]
     parts = [(np.asarray(uid[starts][users]), snap, split, cols_) for users, snap, split, cols_ in parts if len(users)]
-    return _record_batch(layout, parts)
+    return _record_batch(parts)
 
 
 def _snapshot_rows(layout: Layout, cols, u, n_users: int, snap: int, split: str, labelled: bool):
@@ -207,22 +219,10 @@ def _extreme(ufunc, idx, values, size: int) -> np.ndarray:
     return np.where(np.isinf(out), np.nan, out)
 
 
-def _record_batch(layout: Layout, parts: List) -> pa.RecordBatch:
+def _record_batch(parts: List) -> pa.RecordBatch:
     """One Arrow batch of :data:`OUTPUT_SCHEMA` from the per-snapshot parts."""
-    names = pa.schema(
-        [
-            ("user_id", pa.string()),
-            ("snapshot_day", pa.int32()),
-            ("split", pa.string()),
-            ("label", pa.float64()),
-            ("sequence", pa.list_(pa.float32())),
-            ("long_sequence", pa.list_(pa.float32())),
-            ("first_order_day", pa.int32()),
-            *[(c, pa.float64()) for c in RHYTHM_AND_LIFETIME],
-        ]
-    )
     if not parts:
-        return pa.RecordBatch.from_pylist([], schema=names)
+        return pa.RecordBatch.from_pylist([], schema=ARROW_SCHEMA)
     cat = lambda name: np.concatenate([p[3][name] for p in parts])  # noqa: E731
     rows = sum(len(p[0]) for p in parts)
     label = cat("label")
@@ -237,7 +237,7 @@ def _record_batch(layout: Layout, parts: List) -> pa.RecordBatch:
         pa.array(np.nan_to_num(first).astype(np.int32), mask=np.isnan(first)),
         *[pa.array(cat(c)) for c in RHYTHM_AND_LIFETIME],
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=names)
+    return pa.RecordBatch.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 
 def _lists(matrix: np.ndarray, rows: int) -> pa.ListArray:
