@@ -19,6 +19,9 @@ from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from .feature_spec import FEATURE_STATIC
 
 # the per-(user, day) sums the Spark side computes: channel values plus ``any_order`` (orders of any status) and
 # ``rating_sum`` (for the bucket's mean rating)
@@ -35,18 +38,8 @@ DAILY_SUMS = [
     "rating_sum",
     "any_order",
 ]
-RHYTHM_AND_LIFETIME = [
-    "days_since_last_order",
-    "days_since_last_event",
-    "lifetime_orders",
-    "lifetime_spend",
-    "mean_order_value",
-    "purchase_days",
-    "days_since_first_purchase",
-    "gap_mean_days",
-    "gap_std_days",
-    "overdue_ratio",
-]
+# the numeric statics the kernel computes: all of the contract's but tenure, which needs the users source
+RHYTHM_AND_LIFETIME = [c for c in FEATURE_STATIC if c != "tenure_days"]
 # what :func:`feature_batches` yields; ``snapshot_day`` and ``first_order_day`` are days since 1970-01-01
 ARROW_SCHEMA = pa.schema(
     [
@@ -60,18 +53,7 @@ ARROW_SCHEMA = pa.schema(
         *[(c, pa.float64()) for c in RHYTHM_AND_LIFETIME],
     ]
 )
-OUTPUT_SCHEMA = ", ".join(  # the same, as the DDL string mapInArrow takes
-    [
-        "user_id string",
-        "snapshot_day int",
-        "split string",
-        "label double",
-        "sequence array<float>",
-        "long_sequence array<float>",
-        "first_order_day int",
-        *[f"{c} double" for c in RHYTHM_AND_LIFETIME],
-    ]
-)
+OUTPUT_SCHEMA = from_arrow_schema(ARROW_SCHEMA)  # the same, as the Spark schema mapInArrow takes
 
 
 @dataclass(frozen=True)
