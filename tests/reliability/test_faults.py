@@ -48,8 +48,10 @@ def test_driver_killed_mid_write_leaves_the_previous_version(spark, weekly_run, 
     rows_before = _partition(spark, cfg, RUN).count()
     part_dir = Path(cfg.risk_table_path, f"snapshot_date={RUN}")
     existing = set(part_dir.glob("*.parquet"))
-    # one-row Arrow batches with reasons make the write slow enough to be caught in the middle
-    proc = start_job(_score_args(cfg, RUN, "--set", "scoring.batch_size=1"), tmp_path / "score.log")
+    # the model runs before the write (the scores are persisted and ranked first); one row per data file makes the
+    # write itself slow enough to be caught in the middle
+    one_row_files = ("--set", "spark.conf.spark.sql.files.maxRecordsPerFile=1")
+    proc = start_job(_score_args(cfg, RUN, *one_row_files), tmp_path / "score.log")
     try:
         started = wait_for(lambda: set(part_dir.glob("*.parquet")) - existing, timeout=420)
         assert started, (tmp_path / "score.log").read_text()[-3000:]
