@@ -87,6 +87,17 @@ shell_join() {
   done
   echo "${out% }"
 }
+# shell_join with the values of secret settings (`...secret...=`, `...password...=`, `...token...=`,
+# `...credential...=`) shown as *** : the command line goes to logs, the values only to spark-submit
+shell_join_redacted() {
+  local a key out=()
+  for a in "$@"; do
+    key=${a%%=*}
+    if [[ "$a" == *=* && "${key,,}" =~ (secret|password|token|credential) ]]; then out+=("$key=***")
+    else out+=("$a"); fi
+  done
+  shell_join "${out[@]}"
+}
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 # ---- options (everything up to JOB) -------------------------------------------------------------
@@ -252,7 +263,7 @@ CMD+=("${EXTRA[@]+"${EXTRA[@]}"}" "${PASSTHRU[@]+"${PASSTHRU[@]}"}" "$APP" "${JO
 if [ "$DRY_RUN" = 1 ]; then
   [ "$PYENV" != image ] && note "dry run: would build $ZIP"
   [ "$PYENV" = packed ] && note "dry run: would pack $PACK_VENV into $ENV_TGZ (if missing or stale)"
-  shell_join "${CMD[@]}"
+  shell_join_redacted "${CMD[@]}"
   exit 0
 fi
 
@@ -320,5 +331,5 @@ pack_env() {
 [ "$PYENV" != image ] && build_zip
 [ "$PYENV" = packed ] && pack_env
 [ "$DEPLOY_MODE" = client ] && export CHURN_SPARK_CONF_DIR="${CHURN_SPARK_CONF_DIR:-$REPO/conf}"
-note "running: $(shell_join "${CMD[@]}")"
+note "running: $(shell_join_redacted "${CMD[@]}")"
 exec "${CMD[@]}"

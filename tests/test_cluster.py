@@ -7,14 +7,16 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, WEEKLY_SMALL
 from pyspark.sql import functions as F
-from s3_server import s3_server
+from reliability.faults import processes_with
+from s3_server import SECRET_KEY, s3_server
 from standalone_cluster import alive, standalone_cluster
 
 from churn_spark import storage
@@ -135,25 +137,47 @@ def test_standalone_cluster_runs_a_job(tmp_path):
     assert not _port_open(master_port), "the master still listens"
 
 
-def test_weekly_job_on_a_standalone_cluster_with_work_dir_on_s3(spark, tmp_path):
-    """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch."""
+def _kill_rank_1_after_a_checkpoint(root: Path, killed: list) -> None:
+    """SIGKILL Horovod rank 1 once rank 0 has checkpointed an epoch to the bucket (seen in the server's files)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and not killed:
+        for state in root.glob("checkpoints/*/state.json"):
+            try:
+                epoch = json.loads(state.read_text())["epoch"]
+            except (OSError, ValueError):
+                continue
+            if epoch >= 1:
+                for pid in processes_with("horovod.spark.task.gloo_exec_fn", "HOROVOD_RANK=1"):
+                    os.kill(pid, 9)
+                    killed.append(time.time())
+        time.sleep(0.1)
+
+
+def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank(spark, tmp_path):
+    """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch.
+    Rank 1 is killed after a checkpoint: the job fails fast with the retry code, and the rerun resumes from the
+    checkpoint in the bucket, skips the finished build, and leaves every output in the bucket."""
     with s3_server(tmp_path / "s3") as s3:
         name = f"cluster-{uuid.uuid4().hex[:8]}"  # a fresh driver-local MLflow store (keyed by work_dir)
         bucket = s3.make_bucket(name)
         work = f"{bucket}/work"
-        write_lake(spark, LakeSpec(users=600, weeks=40, end_date=RUN, seed=8), str(tmp_path / "lake"))
+        root = s3.basedir / name / "work"  # the server's backing files: an independent view
+        write_lake(spark, LakeSpec(users=500, weeks=40, end_date=RUN, seed=8, dirty=True), str(tmp_path / "lake"))
         storage.configure(storage.options_from_spark_conf(s3.hadoop_conf()))
         storage.upload_dir(str(tmp_path / "lake"), f"{work}/lake")
-        log = tmp_path / "submit.log"
+        # the survivor's Gloo collective gives up after 60 s instead of min(training.timeout_s, 300)
+        env = _submit_env(tmp_path, HOROVOD_GLOO_TIMEOUT_SECONDS="60")
+        logs = [tmp_path / "first.log", tmp_path / "second.log"]
         with standalone_cluster(
             n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
         ) as cluster:
             sets = [
                 f"work_dir={work}",
                 "spark.conf.spark.sql.shuffle.partitions=4",
-                "training.epochs=2",
-                "training.gbt_max_iter=5",
-                "snapshots.n_labelled=3",
+                *[x for x in WEEKLY_SMALL if not x.startswith("training.epochs")],
+                "training.epochs=8",
+                "training.patience=8",
+                "training.timeout_s=300",
                 *s3.overrides(),
             ]
             cmd = _submit_cmd(
@@ -165,19 +189,49 @@ def test_weekly_job_on_a_standalone_cluster_with_work_dir_on_s3(spark, tmp_path)
                 RUN.isoformat(),
                 *[x for s in sets for x in ("--set", s)],
             )
-            rc = cluster.submit(cmd, _submit_env(tmp_path), tmp_path, log, timeout=900)
-            assert rc == 0, f"weekly job failed (rc {rc})\n{log.read_text()[-8000:]}\n{cluster.log_tails(20)}"
-            worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
-        root = s3.basedir / name / "work"  # the server's backing files: an independent view
+            killed: list = []
+            threading.Thread(target=_kill_rank_1_after_a_checkpoint, args=(root, killed), daemon=True).start()
+            rc = cluster.submit(cmd, env, tmp_path, logs[0], timeout=900)
+            first = logs[0].read_text()
+            assert killed, f"{first[-6000:]}\n{cluster.log_tails(20)}"
+            assert time.time() - killed[0] < 150  # failed at the Gloo timeout: did not hang until the watchdog
+            assert rc == 3 and "rerun" in first, f"rc {rc}\n{first[-6000:]}"
+            assert (root / "tables/features/_delta_log").is_dir()  # the completed step stayed
 
-        metrics = json.loads((root / "runs" / RUN.isoformat() / "metrics.json").read_text())
+            rc = cluster.submit(cmd, env, tmp_path, logs[1], timeout=900)
+            second = logs[1].read_text()
+            assert rc == 0, f"weekly rerun failed (rc {rc})\n{second[-8000:]}\n{cluster.log_tails(20)}"
+            assert "step build_sequences for 2026-11-02 already done" in second
+            worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
+
+        run_dir = root / "runs" / RUN.isoformat()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
         ranks = metrics["training"]["ranks"]
         assert [r["rank"] for r in ranks] == [0, 1]
+        assert all(r["resumed"] for r in ranks)  # from the checkpoint in the bucket
         # each rank ran under an executor whose working dir is <worker work dir>/<app id>/<executor id>
         assert {Path(r["executor_cwd"]).resolve().parent.parent for r in ranks} == worker_dirs, ranks
         assert len({r["executor_id"] for r in ranks}) == 2
         assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
-        runlog = json.loads((root / "runs" / RUN.isoformat() / "runlog.json").read_text())
+        runlog = json.loads((run_dir / "runlog.json").read_text())
         assert list(runlog["steps"]) == list(STEPS)
+        for f in ("report.html", "test_scores.csv"):
+            assert (run_dir / f).is_file(), f
+        for table in ("features", "churn_risk", "quarantine"):
+            assert (root / "tables" / table / "_delta_log").is_dir(), table
+        assert any(p.name == "manifest.json" for p in (root / "mlflow" / "artifacts").rglob("*"))
+        assert list((root / "checkpoints").rglob("weights.h5"))
         risk = spark.read.format("delta").load(str(root / "tables" / "churn_risk"))
         assert risk.where(F.col("snapshot_date") == F.lit(RUN)).count() == runlog["steps"]["score"]["users"] > 50
+
+        # the SQLite tracking store stays on the driver, and the log says where
+        scratch = Path(storage.scratch_dir(work))
+        assert (scratch / "mlflow" / "mlflow.db").is_file()
+        assert str(scratch / "mlflow" / "mlflow.db") in second
+        assert not (tmp_path / "s3a:").exists() and not (REPO / "s3a:").exists()
+        # the secret key is in none of the outputs
+        for text in (first, second):
+            assert SECRET_KEY not in text
+        for f in [*s3.objects(), *(p for p in scratch.rglob("*") if p.is_file())]:
+            assert SECRET_KEY.encode() not in f.read_bytes(), f
+        shutil.rmtree(scratch, ignore_errors=True)

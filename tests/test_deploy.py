@@ -240,6 +240,28 @@ def test_submit_dry_run_standalone():
     assert argv[-3:] == [str(REPO / "jobs" / "weekly.py"), "--run-date", "2026-11-02"]
 
 
+def test_submit_shows_secret_settings_as_stars():
+    """The printed command goes to scheduler logs: a secret's value never does, its key and the rest still do."""
+    secret = "s3cr3t-in-a-set"
+    r = _run_submit(
+        "--dry-run",
+        "--master",
+        "spark://127.0.0.1:7077",
+        "weekly",
+        "--set",
+        f"spark.conf.spark.hadoop.fs.s3a.secret.key={secret}",
+        "--set",
+        "spark.conf.spark.hadoop.fs.s3a.access.key=churn",
+        env={"SPARK_SUBMIT_EXTRA": f"--conf spark.hadoop.fs.s3a.session.token={secret}"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert secret not in r.stdout + r.stderr
+    argv = _dry_run_cmd(r)
+    assert "spark.conf.spark.hadoop.fs.s3a.secret.key=***" in argv
+    assert "spark.hadoop.fs.s3a.session.token=***" in argv
+    assert "spark.conf.spark.hadoop.fs.s3a.access.key=churn" in argv and "weekly.py" in argv[-5]
+
+
 def test_submit_dry_run_builds_nothing(tmp_path):
     r = _run_submit("--dry-run", "--master", "yarn", "weekly", env={"BUILD_DIR": str(tmp_path / "b")})
     assert r.returncode == 0, r.stderr

@@ -1,5 +1,5 @@
 """Faults: a driver killed mid-write, concurrent scoring runs, an earlier run date after a later one (a rank lost
-mid-training: tests/test_object_storage.py, with work_dir on S3)."""
+mid-training: tests/test_cluster.py, with work_dir on S3)."""
 
 import datetime as dt
 import os
