@@ -78,25 +78,17 @@ ENV_TGZ="$BUILD_DIR/env.tar.gz"
 die() { echo "submit.sh: ERROR: $*" >&2; exit 2; }
 note() { echo "submit.sh: $*" >&2; }
 list_jobs() { local f out=""; for f in "$REPO"/jobs/*.py; do [ -f "$f" ] && out+="$(basename "$f" .py) "; done; echo "${out:-(none yet)}"; }
-# Print a command so that it can be pasted into a shell (quotes only what needs quoting).
+# Print a command so that it can be pasted into a shell (quotes only what needs quoting). It goes to logs, so the
+# value of a setting whose key holds secret/password/token/credential is shown as *** (spark-submit gets the real one).
 shell_join() {
-  local a out=""
+  local a key out=""
   for a in "$@"; do
+    key=${a%%=*}
+    [[ "$a" == *=* && "${key,,}" =~ (secret|password|token|credential) ]] && a="$key=***"
     if [[ "$a" =~ ^[A-Za-z0-9_@%+=:,./#-]+$ ]]; then out+="$a "
     else out+="'${a//\'/\'\\\'\'}' "; fi
   done
   echo "${out% }"
-}
-# shell_join with the values of secret settings (`...secret...=`, `...password...=`, `...token...=`,
-# `...credential...=`) shown as *** : the command line goes to logs, the values only to spark-submit
-shell_join_redacted() {
-  local a key out=()
-  for a in "$@"; do
-    key=${a%%=*}
-    if [[ "$a" == *=* && "${key,,}" =~ (secret|password|token|credential) ]]; then out+=("$key=***")
-    else out+=("$a"); fi
-  done
-  shell_join "${out[@]}"
 }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
@@ -263,7 +255,7 @@ CMD+=("${EXTRA[@]+"${EXTRA[@]}"}" "${PASSTHRU[@]+"${PASSTHRU[@]}"}" "$APP" "${JO
 if [ "$DRY_RUN" = 1 ]; then
   [ "$PYENV" != image ] && note "dry run: would build $ZIP"
   [ "$PYENV" = packed ] && note "dry run: would pack $PACK_VENV into $ENV_TGZ (if missing or stale)"
-  shell_join_redacted "${CMD[@]}"
+  shell_join "${CMD[@]}"
   exit 0
 fi
 
@@ -331,5 +323,5 @@ pack_env() {
 [ "$PYENV" != image ] && build_zip
 [ "$PYENV" = packed ] && pack_env
 [ "$DEPLOY_MODE" = client ] && export CHURN_SPARK_CONF_DIR="${CHURN_SPARK_CONF_DIR:-$REPO/conf}"
-note "running: $(shell_join_redacted "${CMD[@]}")"
+note "running: $(shell_join "${CMD[@]}")"
 exec "${CMD[@]}"
