@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import REPO, WEEKLY_RUN, make_config
+from conftest import REPO, WEEKLY_RUN, WEEKLY_SMALL, make_config
 from delta.tables import DeltaTable
 from faults import kill_group, start_job, wait, wait_for
 from pyspark.sql import functions as F
@@ -65,16 +65,25 @@ def test_driver_killed_mid_write_leaves_the_previous_version(spark, weekly_run, 
 
 
 def test_concurrent_scoring_runs_land_without_duplicates(spark, weekly_run, tmp_path):
+    """Two drivers score the same snapshot while this process's session scores another one into the same tables."""
     cfg, _ = weekly_run
     n_run = _partition(spark, cfg, RUN).count()
     n_other = spark.read.format("delta").load(cfg.features_path).where(F.col("snapshot_date") == F.lit(OTHER)).count()
-    # the other snapshot's job skips reason codes: it only has to land next to the two same-snapshot jobs
-    jobs = [
-        start_job(_score_args(cfg, d, *extra), tmp_path / f"score-{i}.log")
-        for i, (d, extra) in enumerate(((RUN, ()), (OTHER, ("--set", "scoring.reasons=false")), (RUN, ())))
-    ]
-    codes = [wait(p, 600) for p in jobs]
-    assert codes == [0, 0, 0], [(tmp_path / f"score-{i}.log").read_text()[-2000:] for i in range(3)]
+    logs = [tmp_path / f"score-{i}.log" for i in range(2)]
+    one_core = ("--set", "spark.master=local[1]")  # two drivers and this session share the machine's two cores
+    jobs = [start_job(_score_args(cfg, RUN, *one_core), log) for log in logs]
+    try:
+        # the other snapshot (reason codes skipped: it only has to land next to them) starts once both are scoring
+        started = wait_for(lambda: all("start score" in log.read_text() for log in logs), timeout=300)
+        assert started, [log.read_text()[-2000:] for log in logs]
+        assert not any("job score finished" in log.read_text() for log in logs)  # so the three runs overlap
+        other = score(spark, make_config(Path(cfg.work_dir), *WEEKLY_SMALL, "scoring.reasons=false"), snapshot=OTHER)
+        codes = [wait(p, 600) for p in jobs]
+    finally:
+        for p in jobs:
+            kill_group(p)
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    assert other.snapshot == OTHER and other.users == n_other
     assert _partition(spark, cfg, RUN).count() == n_run  # two runs of the same snapshot: one result
     assert _partition(spark, cfg, RUN).select("user_id").distinct().count() == n_run
     assert _partition(spark, cfg, OTHER).count() == n_other  # the other snapshot landed too
@@ -82,8 +91,6 @@ def test_concurrent_scoring_runs_land_without_duplicates(spark, weekly_run, tmp_
 
 def test_weekly_for_an_earlier_date_after_a_later_one_keeps_both_partitions(spark, weekly_run):
     """Run dates out of order: the later date's partition stays as it was, the earlier one lands complete."""
-    from conftest import WEEKLY_SMALL
-
     from churn_spark import pipeline
 
     shared, _ = weekly_run
