@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from report_samples import RUN, SNAPSHOTS, make_data, numbers, sample_metrics, with_new_keys
 
 from churn_spark import report
 from churn_spark.report import METRIC_KEYS, render
 from churn_spark.report_data import MODELS, ReportData
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
