@@ -22,7 +22,8 @@ def main(users: int = 3000, epochs: int = 6, batch_size: int = 512, ranks: int =
     from churn_spark.feature_spec import channels_for
     from churn_spark.pipeline import build_sequences
     from churn_spark.preprocess import compute_stats
-    from churn_spark.train import export_split, features_version, load_splits, run_horovod
+    from churn_spark.staging import export_split
+    from churn_spark.train import features_version, load_splits, run_horovod
 
     cfg = config(users, f"training.epochs={epochs}", "training.patience=100", f"training.batch_size={batch_size}")
     spark = session(cfg)

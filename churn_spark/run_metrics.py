@@ -43,6 +43,7 @@ class TrainingStats(_Model):
     samples_per_s_total: Number = None
     epochs: Optional[int] = None
     history: Dict[str, List[Number]] = Field(default_factory=dict)
+    staged: Optional[str] = None  # the ranks' data: "written" by this run, or "reused" from an earlier attempt
 
 
 class ScoredBy(_Model):

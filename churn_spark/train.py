@@ -28,21 +28,19 @@ from .config import Config
 from .delta_util import latest_version
 from .errors import BadInput, Transient
 from .evaluation import evaluate_models
-from .feature_spec import MODEL_INPUT_COLUMNS, channels_for
+from .feature_spec import channels_for
 from .logs import LOG, step
 from .mlflow_model import save_pyfunc
 from .predict import ship_model
-from .preprocess import compute_stats
 from .run_metrics import write_metrics
 from .sequences import plan_for
+from .staging import stage
 
 SPLITS = ("train", "validation", "test")
 # Horovod bounds inside training.timeout_s: a Gloo collective that waits longer than this means a lost peer, and
 # ranks that have not all started by then will not start (both fail the step instead of hanging it)
 GLOO_TIMEOUT_CAP_S = 300
 START_TIMEOUT_CAP_S = 600
-# Parquet files per rank in the staged train split: several per rank lets the footer-based balancing even out rows
-TRAIN_FILES_PER_RANK = 4
 
 
 class TrainingError(RuntimeError):
@@ -111,25 +109,34 @@ def check_enough_data(counts: Dict[str, dict], t) -> None:
 
 def load_splits(spark: SparkSession, cfg: Config, run_date: dt.date, version: int) -> Dict[str, DataFrame]:
     """The run's labelled snapshots from the feature table (at ``version``), split by the run's own plan."""
+    return _splits_and_counts(spark, cfg, run_date, version)[0]
+
+
+def _splits_and_counts(spark: SparkSession, cfg: Config, run_date: dt.date, version: int):
+    """The splits and, from the same single job that checks every planned snapshot is there, each split's users
+    and positives."""
     plan = {d: s for d, s in plan_for(cfg, run_date).items() if s != "score"}
     feats = spark.read.format("delta").option("versionAsOf", version).load(cfg.features_path)
     split = F.create_map(*[x for d, s in plan.items() for x in (F.lit(d), F.lit(s))])
     df = feats.where(F.col("snapshot_date").isin(list(plan))).withColumn("split", split[F.col("snapshot_date")])
-    found = {r["snapshot_date"]: r["n"] for r in df.groupBy("snapshot_date").agg(F.count("*").alias("n")).collect()}
+    found = {
+        r["snapshot_date"]: (int(r["n"]), int(r["positives"] or 0))
+        for r in df.groupBy("snapshot_date").agg(F.count("*").alias("n"), F.sum("label").alias("positives")).collect()
+    }
     missing = sorted(set(plan) - set(found))
     if missing:
         raise NotEnoughData(
             f"feature table {cfg.features_path} (version {version}) has no rows for snapshots "
             f"{[d.isoformat() for d in missing]}: run build_sequences for {run_date} first"
         )
-    return {s: df.where(F.col("split") == s) for s in SPLITS}
-
-
-def export_split(df: DataFrame, path: str, n_files: int) -> List[str]:
-    """Write a split as Parquet for the ranks; returns its files as absolute paths or URIs (ranks share no cwd and,
-    on an object store, no mount: they read them through :mod:`churn_spark.storage`)."""
-    df.select("user_id", "label", *MODEL_INPUT_COLUMNS).repartition(n_files).write.mode("overwrite").parquet(path)
-    return storage.ls(storage.absolute(path), "part-*.parquet")
+    counts = {
+        s: {
+            "users": sum(n for d, (n, _) in found.items() if plan[d] == s),
+            "positives": sum(p for d, (_, p) in found.items() if plan[d] == s),
+        }
+        for s in SPLITS
+    }
+    return {s: df.where(F.col("split") == s) for s in SPLITS}, counts
 
 
 def run_horovod(spark: SparkSession, args: dict, num_proc: int, timeout_s: int) -> List[dict]:
@@ -194,45 +201,20 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
     channels = channels_for(list(cfg.sources))
     T = cfg.sequence.n_buckets
     with step("training data", run_date=run_date, features_version=version) as info:
-        splits = load_splits(spark, cfg, run_date, version)
+        splits, counts = _splits_and_counts(spark, cfg, run_date, version)
         for df in splits.values():  # read by statistics, export, three models' scoring and the baselines' iterations
             df.persist(StorageLevel.MEMORY_AND_DISK)
-        counts = {
-            s: {"users": int(r["users"]), "positives": int(r["positives"] or 0)}
-            for s, r in (
-                (s, splits[s].agg(F.count("*").alias("users"), F.sum("label").alias("positives")).first())
-                for s in SPLITS
-            )
-        }
         info.update(counts=counts)
         check_enough_data(counts, t)
-        stats = compute_stats(
-            splits["train"],
-            channels,
-            T,
-            cfg.sequence.bucket_days,
-            cfg.sequence.recent_days,
-            t.input_clip,
-            horizon_days=cfg.snapshots.horizon_days if t.btyd_inputs else None,
-            long_buckets=cfg.sequence.long_buckets,
-            long_bucket_days=cfg.sequence.long_bucket_days,
-        )
-        info.update(btyd=stats.btyd_fit)
+        staged = stage(cfg, run_date, version, splits)
+        stats, shards, rows = staged.stats, staged.shards, staged.rows
+        info.update(btyd=stats.btyd_fit, staged="reused" if staged.reused else "written")
         pos_rate = counts["train"]["positives"] / counts["train"]["users"]
-        staging = cfg.path("staging", key)
-        files = {
-            s: export_split(
-                splits[s], f"{staging}/{s}", max(t.num_proc * (TRAIN_FILES_PER_RANK if s == "train" else 1), 2)
-            )
-            for s in ("train", "validation")
-        }
-        from .distributed import STORAGE_ARG, assign_shards, shard_rows
-
-        shards = {s: assign_shards(files[s], t.num_proc) for s in files}
-        rows = {s: [shard_rows(x) for x in shards[s]] for s in shards}
         if min(rows["train"]) == 0 or min(rows["validation"]) == 0:
             raise NotEnoughData(f"not enough data for {t.num_proc} ranks: rows per rank {rows}")
         info.update(train_rows=sum(rows["train"]), validation_rows=sum(rows["validation"]), pos_rate=round(pos_rate, 4))
+    from .distributed import STORAGE_ARG
+
     done = []
     for trial in search.trials(t):  # trial 0 = the configured settings; more only with training.search
         ti = trial.settings
@@ -316,6 +298,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             "samples_per_s_total": float(sum(r["samples_per_s"] for r in ranks)),
             "epochs": ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
             "history": ranks[0]["history"],
+            "staged": "reused" if staged.reused else "written",
         },
     }
     run_dir = cfg.path("runs", run_date.isoformat())

@@ -156,7 +156,8 @@ def _kill_rank_1_after_a_checkpoint(root: Path, killed: list) -> None:
 def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank(spark, tmp_path):
     """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch.
     Rank 1 is killed after a checkpoint: the job fails fast with the retry code, and the rerun resumes from the
-    checkpoint in the bucket, skips the finished build, and leaves every output in the bucket."""
+    checkpoint in the bucket, skips the finished build, reuses the staged training data, and leaves every output in
+    the bucket."""
     with s3_server(tmp_path / "s3") as s3:
         name = f"cluster-{uuid.uuid4().hex[:8]}"  # a fresh driver-local MLflow store (keyed by work_dir)
         bucket = s3.make_bucket(name)
@@ -203,6 +204,7 @@ def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank
             second = logs[1].read_text()
             assert rc == 0, f"weekly rerun failed (rc {rc})\n{second[-8000:]}\n{cluster.log_tails(20)}"
             assert "step build_sequences for 2026-11-02 already done" in second
+            assert "reusing the training data staged in s3a://" in second  # the first attempt's shards and stats
             worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
 
         run_dir = root / "runs" / RUN.isoformat()
@@ -210,6 +212,7 @@ def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank
         ranks = metrics["training"]["ranks"]
         assert [r["rank"] for r in ranks] == [0, 1]
         assert all(r["resumed"] for r in ranks)  # from the checkpoint in the bucket
+        assert metrics["training"]["staged"] == "reused"
         # each rank ran under an executor whose working dir is <worker work dir>/<app id>/<executor id>
         assert {Path(r["executor_cwd"]).resolve().parent.parent for r in ranks} == worker_dirs, ranks
         assert len({r["executor_id"] for r in ranks}) == 2

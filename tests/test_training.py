@@ -188,6 +188,8 @@ def test_too_little_data_refuses_to_train(planted, spark):
 def test_rerun_resumes_from_the_rank0_checkpoint(planted, spark):
     cfg, built, first, _ = planted
     again = train(spark, cfg, RUN, built["features_version"])
+    # the same data: the rerun reads what the first run staged instead of computing and exporting it again
+    assert (first.metrics["training"]["staged"], again.metrics["training"]["staged"]) == ("written", "reused")
     assert all(x["resumed"] and x["restored_optimizer_step"] > 0 for x in again.ranks)
     assert all(x["epochs_run"] == 0 for x in again.ranks)  # the finished run is not retrained
     assert again.ranks[0]["weights_digest"] == first.ranks[0]["weights_digest"]
