@@ -76,65 +76,48 @@ def _submit_cmd(cluster, *args: str) -> list:
     return ["bash", str(SUBMIT), "--master", cluster.url, "--python-env", "local", *CLUSTER_CONFS, *args]
 
 
-def test_standalone_cluster_runs_a_job(tmp_path):
-    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
-        pytest.skip("no Java: Spark cannot start")
-    result_file = tmp_path / "result.json"
-    log = tmp_path / "submit.log"
+def _check_where_tasks_ran(cluster, tmp_path: Path) -> None:
+    """A small script on the cluster: its two tasks run on executors of both workers, with the venv's interpreter
+    and churn_spark from the shipped zip, under the confs submit.sh sets."""
+    result_file = tmp_path / "where.json"
+    log = tmp_path / "where.log"
     env = _submit_env(tmp_path, SUBMIT_APP=str(WHERE_TASKS_RAN))
-    with standalone_cluster(
-        n_workers=2, cores_per_worker=1, memory="2g", work_dir=tmp_path / "cluster", python=PYTHON
-    ) as cluster:
-        master_port = int(cluster.url.rsplit(":", 1)[1])
-        cmd = _submit_cmd(
-            cluster,
-            str(result_file),
-            "2",
-            str(tmp_path / "delta"),
-        )
-        rc = cluster.submit(cmd, env, tmp_path, log, timeout=420)
-        assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
-        assert "submit.sh: running: " in log.read_text()  # submit.sh echoes the command it runs
+    rc = cluster.submit(_submit_cmd(cluster, str(result_file), "2"), env, tmp_path, log, timeout=420)
+    assert rc == 0, f"spark-submit failed (rc {rc})\n{log.read_text()[-6000:]}\n{cluster.log_tails(20)}"
+    assert "submit.sh: running: " in log.read_text()  # submit.sh echoes the command it runs
 
-        res = json.loads(result_file.read_text())
-        app_id = res["app_id"]
-        assert res["master"] == cluster.url
-        assert res["delta_rows"] == 10  # Delta jars (--packages) and the SQL extension reached the executors
-        assert res["conf"]["spark.pyspark.python"] == PYTHON
-        assert res["conf"]["spark.task.cpus"] == "1" and res["conf"]["spark.dynamicAllocation.enabled"] == "false"
-        assert "churn_spark.zip" in res["conf"]["spark.submit.pyFiles"]
-        # client mode: spark-submit resolves --packages itself and hands the driver the jars as spark.jars, which
-        # is also what the session factory checks before adding Delta on its own
-        assert "io.delta_delta-spark_2.12-" in (res["conf"]["spark.jars"] or ""), res["conf"]
+    res = json.loads(result_file.read_text())
+    app_id = res["app_id"]
+    assert res["master"] == cluster.url
+    assert res["conf"]["spark.pyspark.python"] == PYTHON
+    assert res["conf"]["spark.task.cpus"] == "1" and res["conf"]["spark.dynamicAllocation.enabled"] == "false"
+    assert "churn_spark.zip" in res["conf"]["spark.submit.pyFiles"]
+    # client mode: spark-submit resolves --packages itself and hands the driver the jars as spark.jars, which
+    # is also what the session factory checks before adding Delta on its own
+    assert "io.delta_delta-spark_2.12-" in (res["conf"]["spark.jars"] or ""), res["conf"]
 
-        tasks = res["tasks"]
-        assert sorted(t["partition"] for t in tasks) == [0, 1] and sum(t["rows"] for t in tasks) == 1000
-        assert all(t["python"] == PYTHON for t in tasks), tasks  # --python-env local: the venv's interpreter
-        # --py-files: the executors import churn_spark from the shipped zip, not from the repo checkout
-        assert all("churn_spark.zip" in t["churn_spark"] for t in tasks), tasks
-        # an executor's cwd is <worker work dir>/<app id>/<executor id>: one task on each worker
-        assert all(Path(t["cwd"]).parent.name == app_id for t in tasks), tasks
-        task_workers = {Path(t["cwd"]).resolve().parent.parent for t in tasks}
-        assert task_workers == {d.resolve() for d in cluster.worker_work_dirs}, tasks
+    tasks = res["tasks"]
+    assert sorted(t["partition"] for t in tasks) == [0, 1] and sum(t["rows"] for t in tasks) == 1000
+    assert all(t["python"] == PYTHON for t in tasks), tasks  # --python-env local: the venv's interpreter
+    # --py-files: the executors import churn_spark from the shipped zip, not from the repo checkout
+    assert all("churn_spark.zip" in t["churn_spark"] for t in tasks), tasks
+    # an executor's cwd is <worker work dir>/<app id>/<executor id>: one task on each worker
+    assert all(Path(t["cwd"]).parent.name == app_id for t in tasks), tasks
+    task_workers = {Path(t["cwd"]).resolve().parent.parent for t in tasks}
+    assert task_workers == {d.resolve() for d in cluster.worker_work_dirs}, tasks
 
-        def executors_per_worker():
-            per_worker = []
-            for i in range(2):
-                w = cluster.worker_json(i)
-                per_worker.append([e for e in w["executors"] + w["finishedexecutors"] if e.get("appid") == app_id])
-            return per_worker if all(per_worker) else None
+    def executors_per_worker():
+        per_worker = []
+        for i in range(2):
+            w = cluster.worker_json(i)
+            per_worker.append([e for e in w["executors"] + w["finishedexecutors"] if e.get("appid") == app_id])
+        return per_worker if all(per_worker) else None
 
-        assert _poll(executors_per_worker), f"not both workers ran an executor of {app_id}"
-        for d in cluster.worker_work_dirs:
-            assert [p for p in (d / app_id).iterdir() if p.is_dir()], f"no executor dir under {d / app_id}"
-        done = _poll(lambda: [a for a in cluster.master_json().get("completedapps", []) if a["id"] == app_id])
-        assert done and done[0]["state"] == "FINISHED", done
-        pids = cluster.pids()
-        assert len(pids) >= 3  # master + 2 workers
-
-    _poll(lambda: not any(alive(p) for p in pids), timeout=15)
-    assert not [p for p in pids if alive(p)], "cluster processes survived the context manager"
-    assert not _port_open(master_port), "the master still listens"
+    assert _poll(executors_per_worker), f"not both workers ran an executor of {app_id}"
+    for d in cluster.worker_work_dirs:
+        assert [p for p in (d / app_id).iterdir() if p.is_dir()], f"no executor dir under {d / app_id}"
+    done = _poll(lambda: [a for a in cluster.master_json().get("completedapps", []) if a["id"] == app_id])
+    assert done and done[0]["state"] == "FINISHED", done
 
 
 def _kill_rank_1_after_a_checkpoint(root: Path, killed: list) -> None:
@@ -154,7 +137,8 @@ def _kill_rank_1_after_a_checkpoint(root: Path, killed: list) -> None:
 
 
 def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank(spark, tmp_path):
-    """No shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch.
+    """First a small script shows where the cluster runs tasks and what they import. Then the weekly job, with no
+    shared directory: work_dir is a bucket on a real S3-compatible server, each worker has its own scratch.
     Rank 1 is killed after a checkpoint: the job fails fast with the retry code, and the rerun resumes from the
     checkpoint in the bucket, skips the finished build, reuses the staged training data, and leaves every output in
     the bucket."""
@@ -172,6 +156,8 @@ def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank
         with standalone_cluster(
             n_workers=2, cores_per_worker=1, memory="3g", work_dir=tmp_path / "cluster", python=PYTHON
         ) as cluster:
+            master_port = int(cluster.url.rsplit(":", 1)[1])
+            _check_where_tasks_ran(cluster, tmp_path)
             sets = [
                 f"work_dir={work}",
                 "spark.conf.spark.sql.shuffle.partitions=2",  # one task per executor and stage
@@ -206,6 +192,11 @@ def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank
             assert "step build_sequences for 2026-11-02 already done" in second
             assert "reusing the training data staged in s3a://" in second  # the first attempt's shards and stats
             worker_dirs = {d.resolve() for d in cluster.worker_work_dirs}
+            pids = cluster.pids()
+            assert len(pids) >= 3  # master + 2 workers
+        _poll(lambda: not any(alive(p) for p in pids), timeout=15)
+        assert not [p for p in pids if alive(p)], "cluster processes survived the context manager"
+        assert not _port_open(master_port), "the master still listens"
 
         run_dir = root / "runs" / RUN.isoformat()
         metrics = json.loads((run_dir / "metrics.json").read_text())
