@@ -7,7 +7,9 @@ the training step. A rerun after a lost rank, a timeout or a failed evaluation n
 is staged under a directory named by a digest of everything it depends on (the run date's snapshot plan, the
 feature table and its version, the sequence and input settings, the number of ranks) and reused as long as the
 manifest, written last, and every shard it names are still there. A different setting is a different directory,
-never a stale reuse; a half-written attempt has no manifest and is written again.
+never a stale reuse; a half-written attempt has no manifest and is written again. Once the trained model is
+registered the staged copy is deleted (:func:`discard`): it holds every labelled user's features, a week's worth of
+them at full scale, and nothing reads it after training.
 """
 
 from __future__ import annotations
@@ -118,3 +120,14 @@ def stage(cfg: Config, run_date: dt.date, version: int, splits: Dict[str, DataFr
     manifest = {"stats": stats.to_json(), "shards": shards, "rows": rows}
     storage.write_text(storage.join(path, MANIFEST), json.dumps(manifest, indent=1))
     return Staged(path, stats, shards, rows)
+
+
+def discard(staged: Staged) -> None:
+    """Delete the staged data once the model it trained is registered. A failed delete only leaves files behind:
+    logged, never a failed run."""
+    try:
+        storage.delete(staged.path)
+    except Exception as e:  # the run's outputs are complete: a copy left behind is only clutter
+        LOG.warning("could not delete the staged training data %s: %s", staged.path, str(e).splitlines()[0][:200])
+        return
+    LOG.info("deleted the staged training data %s (the model it trained is registered)", staged.path)

@@ -34,7 +34,7 @@ from .mlflow_model import save_pyfunc
 from .predict import ship_model
 from .run_metrics import write_metrics
 from .sequences import plan_for
-from .staging import stage
+from .staging import discard, stage
 
 SPLITS = ("train", "validation", "test")
 # Horovod bounds inside training.timeout_s: a Gloo collective that waits longer than this means a lost peer, and
@@ -363,6 +363,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
     )
     for df in splits.values():
         df.unpersist()
+    discard(staged)
     return TrainResult(
         run_id=metrics["run_id"],
         model_version=metrics["model_version"],

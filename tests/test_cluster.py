@@ -204,6 +204,7 @@ def test_weekly_on_a_standalone_cluster_with_work_dir_on_s3_survives_a_lost_rank
         assert [r["rank"] for r in ranks] == [0, 1]
         assert all(r["resumed"] for r in ranks)  # from the checkpoint in the bucket
         assert metrics["training"]["staged"] == "reused"
+        assert not list((root / "staging").rglob("*.parquet"))  # deleted once the model was registered
         # each rank ran under an executor whose working dir is <worker work dir>/<app id>/<executor id>
         assert {Path(r["executor_cwd"]).resolve().parent.parent for r in ranks} == worker_dirs, ranks
         assert len({r["executor_id"] for r in ranks}) == 2
