@@ -54,9 +54,11 @@ def file_rows(path: str) -> int:
         return f.metadata.num_rows
 
 
-def assign_shards(files: List[str], size: int) -> List[List[str]]:
-    """Greedy row-balanced assignment of files to ranks (largest file first)."""
-    sized = sorted(((file_rows(f), f) for f in files), reverse=True)
+def assign_shards(files: List[str], size: int, rows_of: Optional[Dict[str, int]] = None) -> List[List[str]]:
+    """Greedy row-balanced assignment of files to ranks (largest file first); ``rows_of``: the files' row counts
+    when the caller already read the footers (each read is a remote request on an object store)."""
+    rows_of = rows_of if rows_of is not None else {f: file_rows(f) for f in files}
+    sized = sorted(((rows_of[f], f) for f in files), reverse=True)
     shards: List[List[str]] = [[] for _ in range(size)]
     rows = [0] * size
     for n, f in sized:

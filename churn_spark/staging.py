@@ -46,6 +46,11 @@ class Staged:
     rows: Dict[str, List[int]]
     reused: bool = False
 
+    @property
+    def how(self) -> str:
+        """``written`` by this run or ``reused`` from an earlier attempt (the step log and metrics.json say it)."""
+        return "reused" if self.reused else "written"
+
 
 def staging_dir(cfg: Config, run_date: dt.date, version: int) -> str:
     """``staging/<run date>-fv<version>-<digest of the settings the staged data depends on>``."""
@@ -93,7 +98,7 @@ def load_staged(path: str) -> Optional[Staged]:
 def stage(cfg: Config, run_date: dt.date, version: int, splits: Dict[str, DataFrame]) -> Staged:
     """The statistics of ``splits["train"]`` and the train/validation shards: reused when already staged, else
     computed, exported and recorded (manifest last)."""
-    from .distributed import assign_shards, shard_rows  # imports TensorFlow: only when staging
+    from .distributed import assign_shards, file_rows  # imports TensorFlow: only when staging
 
     path = staging_dir(cfg, run_date, version)
     found = load_staged(path)
@@ -115,8 +120,10 @@ def stage(cfg: Config, run_date: dt.date, version: int, splits: Dict[str, DataFr
     shards, rows = {}, {}
     for s in ("train", "validation"):
         n_files = max(t.num_proc * (TRAIN_FILES_PER_RANK if s == "train" else 1), 2)
-        shards[s] = assign_shards(export_split(splits[s], storage.join(path, s), n_files), t.num_proc)
-        rows[s] = [shard_rows(x) for x in shards[s]]
+        files = export_split(splits[s], storage.join(path, s), n_files)
+        rows_of = {f: file_rows(f) for f in files}  # each footer read once, for balancing and the counts
+        shards[s] = assign_shards(files, t.num_proc, rows_of)
+        rows[s] = [sum(rows_of[f] for f in shard) for shard in shards[s]]
     manifest = {"stats": stats.to_json(), "shards": shards, "rows": rows}
     storage.write_text(storage.join(path, MANIFEST), json.dumps(manifest, indent=1))
     return Staged(path, stats, shards, rows)

@@ -208,7 +208,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
         check_enough_data(counts, t)
         staged = stage(cfg, run_date, version, splits)
         stats, shards, rows = staged.stats, staged.shards, staged.rows
-        info.update(btyd=stats.btyd_fit, staged="reused" if staged.reused else "written")
+        info.update(btyd=stats.btyd_fit, staged=staged.how)
         pos_rate = counts["train"]["positives"] / counts["train"]["users"]
         if min(rows["train"]) == 0 or min(rows["validation"]) == 0:
             raise NotEnoughData(f"not enough data for {t.num_proc} ranks: rows per rank {rows}")
@@ -298,7 +298,7 @@ def train(spark: SparkSession, cfg: Config, run_date: dt.date, version: Optional
             "samples_per_s_total": float(sum(r["samples_per_s"] for r in ranks)),
             "epochs": ranks[0]["initial_epoch"] + ranks[0]["epochs_run"],
             "history": ranks[0]["history"],
-            "staged": "reused" if staged.reused else "written",
+            "staged": staged.how,
         },
     }
     run_dir = cfg.path("runs", run_date.isoformat())
