@@ -18,7 +18,7 @@ from common import RUN, config, ensure_lake, session
 
 
 def main(users: int = 3000, epochs: int = 6, batch_size: int = 512, ranks: int = 2, gpu: bool = False) -> dict:
-    from churn_spark.distributed import assign_shards, shard_rows
+    from churn_spark.distributed import balanced_shards
     from churn_spark.feature_spec import channels_for
     from churn_spark.pipeline import build_sequences
     from churn_spark.preprocess import compute_stats
@@ -38,8 +38,9 @@ def main(users: int = 3000, epochs: int = 6, batch_size: int = 512, ranks: int =
     files = {s: export_split(splits[s], str(tmp / s), 8) for s in ("train", "validation")}
     out = {"users": users, "epochs": epochs, "batch_size": cfg.training.batch_size}
     for n in (1, ranks):
-        shards = {s: assign_shards(files[s], n) for s in files}
-        rows = {s: [shard_rows(x) for x in shards[s]] for s in shards}
+        split = {s: balanced_shards(files[s], n) for s in files}
+        shards = {s: split[s][0] for s in split}
+        rows = {s: split[s][1] for s in split}
         # the same number of samples per epoch in both runs: global batch = batch * ranks
         steps = max(1, sum(rows["train"]) // (cfg.training.batch_size * n))
         args = {

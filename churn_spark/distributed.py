@@ -21,7 +21,7 @@ import os
 import socket
 import sys
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -70,6 +70,13 @@ def assign_shards(files: List[str], size: int, rows_of: Optional[Dict[str, int]]
 
 def shard_rows(shard: List[str]) -> int:
     return sum(file_rows(f) for f in shard)
+
+
+def balanced_shards(files: List[str], size: int) -> Tuple[List[List[str]], List[int]]:
+    """(files per rank, rows per rank), reading each file's footer once for both."""
+    rows_of = {f: file_rows(f) for f in files}
+    shards = assign_shards(files, size, rows_of)
+    return shards, [sum(rows_of[f] for f in shard) for shard in shards]
 
 
 def batches(

@@ -98,7 +98,7 @@ def load_staged(path: str) -> Optional[Staged]:
 def stage(cfg: Config, run_date: dt.date, version: int, splits: Dict[str, DataFrame]) -> Staged:
     """The statistics of ``splits["train"]`` and the train/validation shards: reused when already staged, else
     computed, exported and recorded (manifest last)."""
-    from .distributed import assign_shards, file_rows  # imports TensorFlow: only when staging
+    from .distributed import balanced_shards  # imports TensorFlow: only when staging
 
     path = staging_dir(cfg, run_date, version)
     found = load_staged(path)
@@ -120,10 +120,7 @@ def stage(cfg: Config, run_date: dt.date, version: int, splits: Dict[str, DataFr
     shards, rows = {}, {}
     for s in ("train", "validation"):
         n_files = max(t.num_proc * (TRAIN_FILES_PER_RANK if s == "train" else 1), 2)
-        files = export_split(splits[s], storage.join(path, s), n_files)
-        rows_of = {f: file_rows(f) for f in files}  # each footer read once, for balancing and the counts
-        shards[s] = assign_shards(files, t.num_proc, rows_of)
-        rows[s] = [sum(rows_of[f] for f in shard) for shard in shards[s]]
+        shards[s], rows[s] = balanced_shards(export_split(splits[s], storage.join(path, s), n_files), t.num_proc)
     manifest = {"stats": stats.to_json(), "shards": shards, "rows": rows}
     storage.write_text(storage.join(path, MANIFEST), json.dumps(manifest, indent=1))
     return Staged(path, stats, shards, rows)

@@ -23,7 +23,7 @@ def test_local_mode_binds_to_localhost_and_config_wins_over_defaults(tmp_path):
     local, s = resolve_settings(cfg, {})
     assert local and s["spark.driver.host"] == "127.0.0.1" and s["spark.driver.bindAddress"] == "127.0.0.1"
     assert s["spark.sql.session.timeZone"] == "Europe/Paris"
-    assert s["spark.sql.inMemoryColumnarStorage.compressed"] == "false"  # a local default the config can change
+    assert s["spark.sql.inMemoryColumnarStorage.compressed"] == "false"  # conf/default.yaml, which any layer can change
     assert "metastore_db" in s["spark.hadoop.javax.jdo.option.ConnectionURL"]
 
 
