@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List
 
-HOST = "127.0.0.1"
+from ports import HOST, free_port
+
 S3PROXY_VERSION = "2.4.1"
 ACCESS_KEY = "churn-test-access"
 # a distinctive string, so tests can assert it appears in none of the job's outputs
@@ -30,12 +31,6 @@ SECRET_KEY = "s3cr3t-Sh0uld-N3ver-Appear-1n-Outputs"
 def s3proxy_jar() -> Path:
     m2 = Path(os.environ.get("MAVEN_REPO", Path.home() / ".m2" / "repository"))
     return m2 / "org/gaul/s3proxy" / S3PROXY_VERSION / f"s3proxy-{S3PROXY_VERSION}-jar-with-dependencies.jar"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -71,7 +66,7 @@ def s3_server(tmp: Path) -> Iterator[S3Server]:
     jar = s3proxy_jar()
     if not jar.is_file():
         raise FileNotFoundError(f"{jar} is missing: run `make setup` (scripts/setup_venv.sh fetches it)")
-    port = _free_port()
+    port = free_port()
     basedir = tmp / "s3-data"
     basedir.mkdir(parents=True, exist_ok=True)
     props = tmp / "s3proxy.properties"

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,8 +26,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import psutil
-
-HOST = "127.0.0.1"
+from ports import HOST, free_port
 
 
 class ClusterStartError(RuntimeError):
@@ -40,12 +38,6 @@ def spark_home(python: str = sys.executable) -> str:
     return subprocess.check_output(
         [python, "-c", "import pyspark,os;print(os.path.dirname(pyspark.__file__))"], text=True
     ).strip()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _free_ports(n: int) -> List[int]:
