@@ -1,9 +1,9 @@
 """Point-in-time behaviour sequences and labels, as DataFrame transforms (contract: ``feature_spec``).
 
-Plan: every source becomes daily per-user activity rows (one shuffle, by ``user_id``, and one hash aggregation per
-(user, day)); each partition's rows are sorted by (user, day) and turned into the feature rows of every snapshot by
-the numpy kernel of :mod:`churn_spark.user_history` (``mapInArrow``), which reads each day once instead of once per
-snapshot; the users source is joined last.
+Plan: every source row becomes one narrow activity row (user, day, kind, value, items), shuffled once by ``user_id``;
+each partition's rows are sorted by (user, day) and turned into the feature rows of every snapshot by the numpy
+kernel of :mod:`churn_spark.user_history` (``mapInArrow``), which sums each (user, day) and then reads each day once
+instead of once per snapshot; the users source is joined last.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .feature_spec import (
-    EVENT_CHANNEL,
     MODEL_INPUT_COLUMNS,
     RETURN_STATUSES,
     channels_for,
@@ -24,57 +23,34 @@ from .feature_spec import (
     snapshot_plan,
 )
 from .lake import utc_day
-from .user_history import DAILY_SUMS, OUTPUT_SCHEMA, Layout, feature_batches
+from .user_history import EVENT_KIND, OTHER_EVENT, OUTPUT_SCHEMA, PURCHASE, RETURN, REVIEW, Layout, feature_batches
 
 EPOCH = dt.date(1970, 1, 1)
 
 
 def _activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str]) -> DataFrame:
-    """Union of all sources as (user_id, day, channel values...) rows, one per input row; ``day`` is the UTC day."""
-    zero = {c: F.lit(0.0) for c in DAILY_SUMS}
-    day = utc_day(F.col("ts")).alias("day")
-    parts = []
+    """Union of all sources as the kernel's narrow ``INPUT_COLUMNS`` rows, one per source row; ``day`` is the UTC day.
+
+    These rows are what the feature build shuffles, so they stay narrow: the channel sums are spelled out only
+    by the kernel (:func:`churn_spark.user_history.daily_sums`).
+    """
+    day = F.unix_date(utc_day(F.col("ts"))).alias("day")
+    none = F.lit(None).cast("double")
+
+    def narrow(df: DataFrame, kind, value, items) -> DataFrame:
+        return df.select("user_id", day, kind.cast("int").alias("kind"), value.alias("value"), items.alias("items"))
+
+    returned = F.coalesce(F.col("status"), F.lit("")).isin(*normalise_statuses(return_statuses))
     o = tables["orders"]
-    purchase = ~F.coalesce(F.col("status"), F.lit("")).isin(*normalise_statuses(return_statuses))
-    parts.append(
-        o.select(
-            "user_id",
-            day,
-            *[
-                v.alias(k)
-                for k, v in {
-                    **zero,
-                    "orders": purchase.cast("double"),
-                    "spend": F.when(purchase, F.col("amount")).otherwise(0.0),
-                    "items": F.when(purchase, F.col("n_items")).otherwise(0.0),
-                    "returns": (~purchase).cast("double"),
-                    "any_order": F.lit(1.0),
-                }.items()
-            ],
-        )
-    )
+    parts = [narrow(o, F.when(returned, RETURN).otherwise(PURCHASE), F.col("amount"), F.col("n_items").cast("double"))]
     if "events" in tables:
-        e = tables["events"]
-        vals = {**zero, **{ch: (F.col("event_type") == et).cast("double") for et, ch in EVENT_CHANNEL.items()}}
-        parts.append(e.select("user_id", day, *[v.alias(k) for k, v in vals.items()]))
+        kind = F.lit(OTHER_EVENT)
+        for et, code in EVENT_KIND.items():
+            kind = F.when(F.col("event_type") == et, code).otherwise(kind)
+        parts.append(narrow(tables["events"], kind, none, none))
     if "reviews" in tables:
-        r = tables["reviews"]
-        vals = {**zero, "reviews": F.lit(1.0), "rating_sum": F.col("rating").cast("double")}
-        parts.append(r.select("user_id", day, *[v.alias(k) for k, v in vals.items()]))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p)
-    return out
-
-
-def daily_activity(tables: Dict[str, DataFrame], return_statuses: Sequence[str] = RETURN_STATUSES) -> DataFrame:
-    """(user_id, day) -> channel sums; partitioned by user_id so later groupings need no further shuffle."""
-    return (
-        _activity(tables, return_statuses)
-        .repartition("user_id")
-        .groupBy("user_id", "day")
-        .agg(*[F.sum(c).alias(c) for c in DAILY_SUMS])
-    )
+        parts.append(narrow(tables["reviews"], F.lit(REVIEW), F.col("rating").cast("double"), none))
+    return functools.reduce(DataFrame.unionByName, parts)
 
 
 def build_features(
@@ -112,8 +88,8 @@ def build_features(
         ),
     )
     rows = (
-        daily_activity(tables, return_statuses)
-        .select("user_id", F.unix_date("day").alias("day"), *DAILY_SUMS)
+        _activity(tables, return_statuses)
+        .repartition("user_id")
         .sortWithinPartitions("user_id", "day")
         .mapInArrow(functools.partial(feature_batches, layout), OUTPUT_SCHEMA)
     )

@@ -8,6 +8,10 @@ days and gaps are filled with ``np.bincount`` and ``ufunc.at`` over the whole ba
 never split between two computations (the rows of the batch's last user wait for the next batch). Memory per task
 is one Arrow batch plus one user's history.
 
+The kernel also sums each (user, day): it reads the narrow source rows themselves (``INPUT_COLUMNS``, one per
+order, event or review), sorted by (user, day). Spark's hash aggregation of the same rows into daily sums cost more
+than the sort and the Arrow transfer of the narrow rows together (benchmarks/RESULTS.md, 60,000 users).
+
 The contract is :mod:`churn_spark.feature_spec`; ``tests/test_sequences.py`` checks this against the pandas oracle
 (:mod:`churn_spark.reference`), and ``benchmarks/bench_polars.py`` against an independent Polars implementation.
 """
@@ -21,9 +25,16 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from .feature_spec import FEATURE_STATIC
+from .feature_spec import EVENT_CHANNEL, FEATURE_STATIC
 
-# the per-(user, day) sums the Spark side computes: channel values plus ``any_order`` (orders of any status) and
+# what one input row is (its ``kind``): an order that is a purchase or a return, a review, an event of a type that
+# has no channel, or an event of one of EVENT_CHANNEL's types
+PURCHASE, RETURN, REVIEW, OTHER_EVENT = 0, 1, 2, 3
+EVENT_KIND = {event_type: 4 + i for i, event_type in enumerate(EVENT_CHANNEL)}
+# the kernel's input: ``day`` in days since 1970-01-01, ``value`` an order's amount or a review's rating, ``items``
+# an order's items (both null for events)
+INPUT_COLUMNS = ["user_id", "day", "kind", "value", "items"]
+# the per-(user, day) sums the kernel computes first: channel values plus ``any_order`` (orders of any status) and
 # ``rating_sum`` (for the bucket's mean rating)
 DAILY_SUMS = [
     "orders",
@@ -72,7 +83,7 @@ class Layout:
 
 
 def feature_batches(layout: Layout, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: input rows (user_id, day, *DAILY_SUMS) sorted by (user_id, day) within the partition."""
+    """``mapInArrow`` body: rows of ``INPUT_COLUMNS`` sorted by (user_id, day) within the partition."""
     carry: Dict[str, np.ndarray] | None = None
     for batch in batches:
         cols = {name: _numpy(batch.column(i)) for i, name in enumerate(batch.schema.names)}
@@ -100,8 +111,36 @@ def _numpy(col: pa.Array) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(np.float64 if pa.types.is_floating(col.type) else np.int64)
 
 
-def user_features(layout: Layout, cols: Dict[str, np.ndarray]) -> pa.RecordBatch:
-    """Feature rows of every eligible (user, snapshot) for complete users' daily rows sorted by (user, day)."""
+def daily_sums(cols: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Input rows sorted by (user, day) -> one row per (user, day): ``user_id``, ``day`` and :data:`DAILY_SUMS`."""
+    uid, day, kind = cols["user_id"], cols["day"], cols["kind"]
+    new = np.r_[True, (uid[1:] != uid[:-1]) | (day[1:] != day[:-1])] if len(uid) else np.zeros(0, bool)
+    g = np.cumsum(new) - 1
+    n = int(new.sum())
+
+    def count(mask):
+        return _count(g[mask], n)
+
+    def total(mask, column):
+        return _sum(g[mask], cols[column][mask], n)
+
+    purchase, returned, review = kind == PURCHASE, kind == RETURN, kind == REVIEW
+    sums = {
+        "orders": count(purchase),
+        "spend": total(purchase, "value"),
+        "items": total(purchase, "items"),
+        "returns": count(returned),
+        "reviews": count(review),
+        "rating_sum": total(review, "value"),
+        "any_order": count(kind <= RETURN),
+        **{EVENT_CHANNEL[et]: count(kind == code) for et, code in EVENT_KIND.items()},
+    }
+    return {"user_id": uid[new], "day": day[new], **{c: sums[c] for c in DAILY_SUMS}}
+
+
+def user_features(layout: Layout, rows: Dict[str, np.ndarray]) -> pa.RecordBatch:
+    """Feature rows of every eligible (user, snapshot) for complete users' input rows sorted by (user, day)."""
+    cols = daily_sums(rows)
     uid = cols["user_id"]
     starts = np.r_[0, np.flatnonzero(uid[1:] != uid[:-1]) + 1]
     n_users = len(starts)

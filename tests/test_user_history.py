@@ -1,10 +1,21 @@
-"""The feature kernel's batch handling, without Spark: the rows it yields never depend on where batches are cut."""
+"""The feature kernel without Spark: its daily sums of hand-made rows, and rows that never depend on where batches
+are cut."""
 
 import numpy as np
 import pyarrow as pa
 
 from churn_spark.feature_spec import channels_for
-from churn_spark.user_history import DAILY_SUMS, Layout, feature_batches
+from churn_spark.user_history import (
+    EVENT_KIND,
+    INPUT_COLUMNS,
+    OTHER_EVENT,
+    PURCHASE,
+    RETURN,
+    REVIEW,
+    Layout,
+    daily_sums,
+    feature_batches,
+)
 
 LAYOUT = Layout(
     channels=tuple(channels_for(["orders", "events", "reviews"])),
@@ -20,15 +31,50 @@ LAYOUT = Layout(
 
 
 def _daily(seed: int = 0) -> pa.Table:
-    """Random daily rows of 40 users, sorted by (user, day), one row per active day."""
+    """Random input rows of 40 users, sorted by (user, day), one to four rows of random kinds per active day."""
     rng = np.random.default_rng(seed)
+    kinds = [PURCHASE, RETURN, REVIEW, OTHER_EVENT, *EVENT_KIND.values()]
     rows = []
     for u in range(40):
         days = np.sort(rng.choice(np.arange(19_850, 20_060), size=rng.integers(1, 30), replace=False))
         for d in days:
-            rows.append((f"u{u:03d}", int(d), *[float(rng.integers(0, 3)) for _ in DAILY_SUMS]))
-    names = ["user_id", "day", *DAILY_SUMS]
-    return pa.Table.from_pylist([dict(zip(names, r)) for r in rows])
+            for _ in range(rng.integers(1, 5)):
+                kind = int(rng.choice(kinds))
+                value = float(rng.integers(1, 6)) if kind in (PURCHASE, RETURN, REVIEW) else None
+                items = float(rng.integers(1, 4)) if kind in (PURCHASE, RETURN) else None
+                rows.append((f"u{u:03d}", int(d), kind, value, items))
+    return pa.Table.from_pylist([dict(zip(INPUT_COLUMNS, r)) for r in rows])
+
+
+def test_daily_sums_of_hand_made_rows():
+    """Two users: a's day 10 has a purchase, a return, two views and a review; a's day 12 only an event of a type
+    without a channel (still an active day); b's day 10 a purchase."""
+    rows = [
+        ("a", 10, PURCHASE, 30.0, 2.0),
+        ("a", 10, RETURN, 5.0, 1.0),
+        ("a", 10, EVENT_KIND["view"], None, None),
+        ("a", 10, REVIEW, 4.0, None),
+        ("a", 10, EVENT_KIND["view"], None, None),
+        ("a", 12, OTHER_EVENT, None, None),
+        ("b", 10, PURCHASE, 7.5, 1.0),
+    ]
+    table = pa.Table.from_pylist([dict(zip(INPUT_COLUMNS, r)) for r in rows])
+    cols = {c: table.column(c).to_numpy() for c in INPUT_COLUMNS}
+    d = daily_sums(cols)
+    assert list(d["user_id"]) == ["a", "a", "b"] and list(d["day"]) == [10, 12, 10]
+    expected = {
+        "orders": [1, 0, 1],
+        "spend": [30, 0, 7.5],
+        "items": [2, 0, 1],
+        "returns": [1, 0, 0],
+        "any_order": [2, 0, 1],
+        "views": [2, 0, 0],
+        "carts": [0, 0, 0],
+        "reviews": [1, 0, 0],
+        "rating_sum": [4, 0, 0],
+    }
+    for name, values in expected.items():
+        assert list(d[name]) == values, name
 
 
 def _rows(batches) -> list:
