@@ -69,6 +69,7 @@ def one_size(users: int, interval: float) -> dict:
     work = REPO / "work" / "bench" / f"scale-u{users}"
     base = [CLI, "--config", str(REPO / "conf" / "local.yaml"), "--set", f"work_dir={work}"]
     out: dict = {"users": users}
+    work.parent.mkdir(parents=True, exist_ok=True)  # the logs go next to the lakes, from the first run of a clone
     if not (work / "lake" / "orders" / "_delta_log").is_dir():
         gen = [CLI, "generate-lake", *base[1:], "--users", str(users), "--end-date", RUN_DATE, "--dirty"]
         out["generate"] = run_sampled(gen, work.parent / f"scale-u{users}-generate.log", interval)
