@@ -38,9 +38,9 @@ def main(users: int = 3000, epochs: int = 6, batch_size: int = 512, ranks: int =
     files = {s: export_split(splits[s], str(tmp / s), 8) for s in ("train", "validation")}
     out = {"users": users, "epochs": epochs, "batch_size": cfg.training.batch_size}
     for n in (1, ranks):
-        split = {s: balanced_shards(files[s], n) for s in files}
-        shards = {s: split[s][0] for s in split}
-        rows = {s: split[s][1] for s in split}
+        shards, rows = {}, {}
+        for s in files:
+            shards[s], rows[s] = balanced_shards(files[s], n)
         # the same number of samples per epoch in both runs: global batch = batch * ranks
         steps = max(1, sum(rows["train"]) // (cfg.training.batch_size * n))
         args = {
