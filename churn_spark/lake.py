@@ -302,7 +302,10 @@ def _annotated(spark: SparkSession, cfg: Config, name: str, clock: dt.date):
     from pyspark import StorageLevel
 
     raw, lineage = read_source(spark, cfg, name)
-    annotated = canonicalize(raw, cfg, name, clock).persist(StorageLevel.MEMORY_AND_DISK)
+    # on local disk, not in the heap: the validated rows are read twice (features, quarantine), and building an
+    # on-disk cache took less time than an in-memory one that competes with the sorts for the same heap (events at
+    # 60,000 users: 33.5 s against 36.4 s, benchmarks/RESULTS.md)
+    annotated = canonicalize(raw, cfg, name, clock).persist(StorageLevel.DISK_ONLY)
     stats = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count("*").alias("n")).collect()}
     return annotated, lineage, stats
 

@@ -4,6 +4,7 @@ are cut."""
 import numpy as np
 import pyarrow as pa
 
+from churn_spark import user_history
 from churn_spark.feature_spec import channels_for
 from churn_spark.user_history import (
     EVENT_KIND,
@@ -82,12 +83,22 @@ def _rows(batches) -> list:
     return sorted(out, key=lambda r: (r["snapshot_day"], r["user_id"]))
 
 
-def test_rows_do_not_depend_on_batch_boundaries():
+def test_rows_do_not_depend_on_batch_boundaries(monkeypatch):
+    """Neither Spark's batches nor the kernel's chunks of them (``KERNEL_ROWS``) may cut a user in two."""
     table = _daily()
     whole = _rows(table.to_batches())
     assert whole and {r["snapshot_day"] for r in whole} == {20_000, 20_030}
-    for size in (1, 2, 3, 7, 50):
-        assert _rows(table.to_batches(max_chunksize=size)) == whole, size
+    for kernel_rows in (1, 4, 60, 100_000):
+        monkeypatch.setattr(user_history, "KERNEL_ROWS", kernel_rows)
+        for size in (1, 2, 3, 7, 50):
+            assert _rows(table.to_batches(max_chunksize=size)) == whole, (kernel_rows, size)
+
+
+def test_batches_gathered_in_order_into_chunks_of_at_least_the_given_rows():
+    batches = pa.Table.from_pydict({"x": list(range(10))}).to_batches(max_chunksize=3)  # 3, 3, 3, 1 rows
+    groups = list(user_history._groups(iter(batches), 5))
+    assert [[b.num_rows for b in g] for g in groups] == [[3, 3], [3, 1]]
+    assert [x for g in groups for b in g for x in b.column(0).to_pylist()] == list(range(10))
 
 
 def test_each_eligible_user_snapshot_once_and_labels_only_where_known():
