@@ -4,9 +4,9 @@ Why not Spark SQL aggregations: every snapshot needs the user's whole history be
 purchase rhythm) plus the buckets of its window, so a relational plan copies each (user, day) row once per snapshot
 and aggregates the copies in two levels — seven copies of every day for a default run, most of the feature build's
 time. Here each partition's daily rows arrive sorted by (user, day) and every snapshot's buckets, sums, first/last
-days and gaps are filled with ``np.bincount`` and ``ufunc.at`` over the whole batch at once; a user's rows are
-never split between two computations (the rows of the batch's last user wait for the next batch). Memory per task
-is one Arrow batch plus one user's history.
+days and gaps are filled with ``np.bincount`` and ``ufunc.at`` over the whole chunk at once; a user's rows are
+never split between two computations (the rows of a chunk's last user wait for the next chunk). Memory per task
+is one chunk of Arrow batches (:data:`KERNEL_ROWS` rows) plus one user's history.
 
 The kernel also sums each (user, day): it reads the narrow source rows themselves (``INPUT_COLUMNS``, one per
 order, event or review), sorted by (user, day). Spark's hash aggregation of the same rows into daily sums cost more
