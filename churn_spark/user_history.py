@@ -176,14 +176,13 @@ def daily_sums(cols: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 def user_features(layout: Layout, rows: Dict[str, np.ndarray], ids: pa.Array) -> pa.RecordBatch:
     """Feature rows of every eligible (user, snapshot) for complete users' input rows sorted by (user, day).
 
-    ``rows["user_id"]`` is each row's user number (:func:`_user_numbers`), ``ids`` the user ids of the same rows.
+    ``rows["user_id"]`` is each row's user number (:func:`_user_numbers`: 0, 1, ... in row order), ``ids`` the
+    user ids of the same rows. The daily rows keep those numbers, so they index the per-user arrays directly.
     """
     names = ids.take(pa.array(np.flatnonzero(np.r_[True, np.diff(rows["user_id"]) != 0])))  # one per user
     cols = daily_sums(rows)
-    uid = cols["user_id"]
-    starts = np.r_[0, np.flatnonzero(uid[1:] != uid[:-1]) + 1]
-    n_users = len(starts)
-    u = np.repeat(np.arange(n_users), np.diff(np.r_[starts, len(uid)]))
+    u = cols["user_id"]
+    n_users = len(names)
     parts = [
         _snapshot_rows(layout, cols, u, n_users, snap, split, labelled) for snap, split, labelled in layout.snapshots
     ]
