@@ -15,6 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 setup:
 	@bash scripts/setup_venv.sh
+	@$(PY) -m churn_spark.class_archive
 
 demo: setup
 	@if [ -d $(DEMO_WORK)/lake/orders/_delta_log ]; then echo "demo lake exists in $(DEMO_WORK)/lake (make clean to regenerate)"; \

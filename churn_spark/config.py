@@ -34,6 +34,7 @@ class SparkConf(_Strict):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     bind_localhost: bool = True  # local mode only: bind driver/UI to 127.0.0.1
     enable_hive: bool = True  # local catalog (embedded Derby under work_dir) for BI tables and views
+    class_archive: bool = True  # local mode: map the JVM class archive `make setup` built (class_archive.py)
     conf: Dict[str, str] = Field(default_factory=dict)
 
     @field_validator("conf", mode="before")

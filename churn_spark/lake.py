@@ -266,8 +266,7 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
     # columns themselves (not their JSON). The JSON is built only for quarantined rows: the reason is computed in
     # one projection and the JSON in the next, under ``reason IS NOT NULL`` of the reason *column* (the optimizer
     # keeps the two apart because the reason expression is used twice and is not cheap).
-    copy = F.row_number().over(Window.partitionBy(*_identity(raw, fields)).orderBy(F.lit(1)))
-    ided = raw.withColumn(DUP, copy > 1)
+    ided = _flag_copies(raw, fields)
     final = F.when(reason.isNull() & F.col(DUP), F.lit("exact_duplicate")).otherwise(reason)
     kept = [F.col(f"`{c}`").alias(RAW + c) for c in raw.columns]  # the source row, under names that cannot clash
     df = ided.select(*[c.alias(k) for k, c in out.items()], final.alias("reason"), *kept)
@@ -278,6 +277,12 @@ def canonicalize(raw: DataFrame, cfg: Config, name: str, clock: dt.date) -> Data
 
 DUP = "__churn_spark_copy"  # a column name no source will have
 RAW = "__churn_spark_raw__"  # prefix of the source columns carried to the JSON of quarantined rows
+
+
+def _flag_copies(raw: DataFrame, fields: Dict[str, T.DataType]) -> DataFrame:
+    """``raw`` with a boolean ``DUP`` column: true on every copy of a row but one."""
+    copy = F.row_number().over(Window.partitionBy(*_identity(raw, fields)).orderBy(F.lit(1)))
+    return raw.withColumn(DUP, copy > 1)
 
 
 def _identity(raw: DataFrame, fields: Dict[str, T.DataType]) -> List[Column]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from . import storage
+from . import class_archive, storage
 from .config import Config
 from .locations import prepare_storage, uses_s3a
 
@@ -76,8 +76,10 @@ def resolve_settings(cfg: Config, submitted: dict) -> tuple[bool, dict]:
         wanted["spark.sql.warehouse.dir"] = str(work / "warehouse")
         # the parallel collector: in local mode the driver is also the executor, and for batch work on one box its
         # throughput beat the default G1 by about 10 % on the demo's build step (benchmarks/RESULTS.md)
-        wanted["spark.driver.extraJavaOptions"] = f"-XX:+UseParallelGC -Dderby.system.home={work / 'metastore'}" + (
-            f" -Dlog4j2.configurationFile=file:{log4j_file()}" if log4j_file().is_file() else ""
+        wanted["spark.driver.extraJavaOptions"] = (
+            f"-XX:+UseParallelGC -Dderby.system.home={work / 'metastore'}"
+            + (f" -Dlog4j2.configurationFile=file:{log4j_file()}" if log4j_file().is_file() else "")
+            + class_archive.java_option(cfg.spark.class_archive)  # the classes of Spark + Delta, loaded ready-made
         )
         if cfg.spark.bind_localhost:
             wanted["spark.driver.host"] = "127.0.0.1"
