@@ -174,7 +174,7 @@ def last_json(text: str) -> dict:
     return json.loads(text[text.index("{") :])
 
 
-def run(python: Path, work_dir: Path, lake: Path, users: int, run_date: dt.date) -> dict:
+def run(python: Path, work_dir: Path, lake: Path, users: int, run_date: dt.date, spark_sets=()) -> dict:
     """Generate the lake if needed, time both jobs on it, compare their outputs; the result as a dict."""
     ensure_lake(work_dir, lake, users, run_date)
     c = contract(work_dir, lake, run_date)
@@ -184,7 +184,8 @@ def run(python: Path, work_dir: Path, lake: Path, users: int, run_date: dt.date)
     contract_file.write_text(json.dumps(c, indent=1))
 
     log("timing churn-spark build-sequences")
-    build = ["build-sequences", *config_args(work_dir, lake), "--run-date", run_date.isoformat()]
+    sets = [arg for kv in spark_sets for arg in ("--set", kv)]
+    build = ["build-sequences", *config_args(work_dir, lake), *sets, "--run-date", run_date.isoformat()]
     spark, spark_wall = timed_run([str(CHURN_SPARK), *build], cwd=REPO, env={**os.environ, **ENV})
     (work_dir / "spark-build-sequences.log").write_text(spark.stderr)
     spark_summary = last_json(spark.stdout)
@@ -224,6 +225,7 @@ def run(python: Path, work_dir: Path, lake: Path, users: int, run_date: dt.date)
         "mismatches": comparison["mismatches"],
         "only_spark": comparison["only_spark"],
         "only_polars": comparison["only_polars"],
+        "spark_overrides": list(spark_sets),
         "polars": polars_summary["polars"],
         "cores": os.cpu_count(),
     }
@@ -238,13 +240,21 @@ def main() -> int:
     p.add_argument("--work-dir", type=Path, help="outputs of both sides (default: work/bench/polars-u<users>)")
     p.add_argument("--lake", type=Path, help="lake to read (default: <work-dir>/lake, generated if absent)")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=RUN)
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the Spark side only, e.g. spark.class_archive=false (repeatable)",
+    )
     p.add_argument("--lock", help="hold `flock LOCK` while generating and timing (machines shared with Spark jobs)")
     a = p.parse_args()
     work_dir = (a.work_dir or REPO / "work" / "bench" / f"polars-u{a.users}").resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     python = ensure_venv()
     with held(a.lock):
-        result = run(python, work_dir, (a.lake or work_dir / "lake").resolve(), a.users, a.run_date)
+        result = run(python, work_dir, (a.lake or work_dir / "lake").resolve(), a.users, a.run_date, a.sets)
     print(json.dumps(result))
     return 0 if result["equal"] else 1
 
