@@ -151,6 +151,7 @@ def server_config(cfg: Config, host: str, port: int, jars: List[str]) -> Config:
     conf.update({f"spark.hadoop.{k}": v for k, v in cfg.sql_server.hiveconf.items()})
     out = cfg.model_copy(deep=True)
     out.spark.conf = conf
+    out.spark.class_archive = False  # the Delta jars lead its class path: the JVM would refuse the archive (a warning)
     return out
 
 

@@ -3,7 +3,7 @@
 import pytest
 from conftest import make_config
 
-from churn_spark import class_archive
+from churn_spark import class_archive, sql_server
 from churn_spark.session import resolve_settings
 
 
@@ -26,6 +26,10 @@ def test_local_sessions_use_it_and_clusters_never_do(tmp_path, monkeypatch):
     assert "SharedArchiveFile" not in off["spark.driver.extraJavaOptions"]
     _, cluster = resolve_settings(make_config(tmp_path), {"spark.master": "yarn"})
     assert "spark.driver.extraJavaOptions" not in cluster
+    # the SQL endpoint puts the Delta jars first on its class path, which the archive was not written for
+    server = sql_server.server_config(make_config(tmp_path), "127.0.0.1", 10001, ["/opt/delta.jar"])
+    _, endpoint = resolve_settings(server, {})
+    assert "SharedArchiveFile" not in endpoint["spark.driver.extraJavaOptions"]
 
 
 @pytest.mark.slow
