@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import re
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 ARCHIVE = Path(sys.prefix) / "share" / "churn-spark" / "spark-classes.jsa"  # inside the venv: removed with it
@@ -33,27 +33,10 @@ def java_option(enabled: bool = True, archive: Path | None = None) -> str:
     return f" -XX:SharedArchiveFile={archive}" if enabled and archive.is_file() else ""
 
 
-def mapped_bytes(pid: int) -> int:
-    """Bytes of class archives the running JVM ``pid`` has mapped (the JDK's own archive included), from ``jcmd``."""
-    info = subprocess.run(["jcmd", str(pid), "VM.info"], capture_output=True, text=True, timeout=60).stdout
-    sizes = [int(m) for m in re.findall(r"CDS archive\(s\) mapped at: .*?size (\d+)", info)]
-    return sum(sizes)
-
-
 def key() -> str:
     """What the archive depends on: the JVM build and the Spark and Delta versions (the class path's contents)."""
-    import delta
-    import pyspark
-
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
-    delta_version = getattr(delta, "__version__", None) or _dist_version("delta-spark")
-    return hashlib.sha256(f"{java}|{pyspark.__version__}|{delta_version}".encode()).hexdigest()
-
-
-def _dist_version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
+    return hashlib.sha256(f"{java}|{version('pyspark')}|{version('delta-spark')}".encode()).hexdigest()
 
 
 def _key_file(archive: Path) -> Path:
